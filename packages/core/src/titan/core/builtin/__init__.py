@@ -1,0 +1,1 @@
+"""Core's own optional pieces, shipped as plugins through the same entry-point door."""

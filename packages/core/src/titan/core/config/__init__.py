@@ -1,0 +1,6 @@
+"""Job configuration: TOML file + ``--section.key=value`` overrides -> typed sections."""
+
+from titan.core.config.aliases import ConfigAlias
+from titan.core.config.job import JobConfig, parse_overrides
+
+__all__ = ["ConfigAlias", "JobConfig", "parse_overrides"]

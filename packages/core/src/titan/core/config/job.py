@@ -1,0 +1,292 @@
+"""Loading the job config: TOML file, torchtitan aliases, overrides, types.
+
+The result is a :class:`JobConfig` whose attributes are the sections
+(``config.training.steps``). Every mistake is a :class:`ConfigError` that
+names the key, what was expected and, for typos, the closest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from titan.core.config.aliases import ConfigAlias
+from titan.core.errors import ConfigError
+
+_FALSY = (False, 0, 1, "", None, [], "none", "disabled")
+
+
+class JobConfig:
+    """Typed sections of one job, plus the plugins its file or aliases switched on."""
+
+    def __init__(self, sections: dict[str, Any], requested_plugins: list[str] | None = None):
+        self._sections = sections
+        self.requested_plugins: list[str] = list(requested_plugins or [])
+        self.notes: list[str] = []
+        self.source: Path | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_sections"][name]
+        except KeyError:
+            raise AttributeError(f"config has no section '{name}'") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._sections
+
+    @property
+    def sections(self) -> dict[str, Any]:
+        return self._sections
+
+    def to_dict(self, only: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        keep = set(only) if only is not None else None
+        return {
+            name: dataclasses.asdict(sec)
+            for name, sec in self._sections.items()
+            if keep is None or name in keep
+        }
+
+    def to_toml(self, only: Iterable[str] | None = None) -> str:
+        from titan.core.config.toml_writer import dumps
+
+        return dumps(self.to_dict(only))
+
+
+# --- parsing ---------------------------------------------------------------
+
+
+def parse_overrides(args: Iterable[str]) -> list[tuple[str, str]]:
+    """``["--training.steps=10", "--model.flavor", "8B"]`` -> ``[("training.steps", "10"), ...]``."""
+    out: list[tuple[str, str]] = []
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise ConfigError(
+                f"unexpected argument '{arg}'; config overrides look like --section.key=value"
+            )
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, value = arg[2:], args[i + 1]
+            i += 1
+        else:  # a bare flag means true
+            key, value = arg[2:], "true"
+        out.append((key, value))
+        i += 1
+    return out
+
+
+def _parse_cli_value(raw: str) -> Any:
+    """TOML syntax where it parses (numbers, booleans, lists), else a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass the path of a .toml file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+
+
+def _flatten(raw: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for section, body in raw.items():
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"'{section}' in {where} must be a [section] table of keys, not a value"
+            )
+        for key, value in body.items():
+            if isinstance(value, dict):
+                raise ConfigError(
+                    f"'{section}.{key}' in {where} is a nested table; titan sections are flat"
+                )
+            items.append((f"{section}.{key}", value))
+    return items
+
+
+class _Resolver:
+    """Applies aliases and checks names and types against the schema."""
+
+    def __init__(self, schema: Mapping[str, type], aliases: Iterable[ConfigAlias]):
+        self.schema = dict(schema)
+        self.aliases = {a.source: a for a in aliases}
+        self.fields = {
+            name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in self.schema.items()
+        }
+        self.hints = {name: typing.get_type_hints(cls) for name, cls in self.schema.items()}
+        self.plugins: list[str] = []
+        self.notes: list[str] = []
+
+    def resolve(self, key: str, value: Any, from_cli: bool) -> tuple[str, Any] | None:
+        alias = self.aliases.get(key)
+        if alias is not None and key not in self._valid_keys():
+            if alias.ignore:
+                if value not in _FALSY:
+                    raise ConfigError(
+                        f"'{key} = {value!r}' is a torchtitan setting titan does not support "
+                        f"({alias.note}); remove it"
+                    )
+                self.notes.append(f"ignored torchtitan key {key} ({alias.note})")
+                return None
+            if alias.activates:
+                if value is True or value not in _FALSY:
+                    self.plugins.append(alias.activates)
+                    self.notes.append(f"{key} = true -> plugin '{alias.activates}'")
+                if alias.target is None:
+                    return None
+            key = alias.target or key
+        section, _, name = key.partition(".")
+        self._check_name(section, name)
+        hint = self.hints[section][name]
+        return key, _coerce(key, value, hint, from_cli)
+
+    def _valid_keys(self) -> set[str]:
+        return {f"{s}.{k}" for s, fs in self.fields.items() for k in fs}
+
+    def _check_name(self, section: str, name: str) -> None:
+        if section not in self.schema:
+            close = difflib.get_close_matches(section, list(self.schema), n=1)
+            hint = (
+                f"did you mean [{close[0]}]?"
+                if close
+                else "valid sections: " + ", ".join(sorted(self.schema))
+            )
+            raise ConfigError(
+                f"unknown config section [{section}]; {hint} (a plugin's section exists only "
+                "when that plugin is installed)"
+            )
+        if name not in self.fields[section]:
+            candidates = [*self._valid_keys(), *self.aliases]
+            close = difflib.get_close_matches(f"{section}.{name}", candidates, n=1, cutoff=0.5)
+            if not close:
+                close = difflib.get_close_matches(name, list(self.fields[section]), n=1)
+                close = [f"{section}.{c}" for c in close]
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"valid keys of [{section}]: " + ", ".join(self.fields[section])
+            )
+            raise ConfigError(f"unknown config key '{section}.{name}'; {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(hint) or (Any,)
+        return f"a list of {_type_name(inner)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(
+            f"config key '{key}' expects {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+        )
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg, from_cli)
+            except ConfigError:
+                continue
+        raise bad()
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value in choices:
+            return value
+        if from_cli and str(value) in [str(c) for c in choices]:
+            return next(c for c in choices if str(c) == str(value))
+        raise bad()
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(hint) or (Any,)
+        if from_cli and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad()
+        return [_coerce(key, v, inner, from_cli) for v in value]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if from_cli and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    return value
+
+
+def load_config(
+    path: Path | None,
+    overrides: Iterable[tuple[str, str]],
+    schema: Mapping[str, type],
+    aliases: Iterable[ConfigAlias],
+) -> JobConfig:
+    """Merge defaults, the TOML file and the overrides (last wins) into a :class:`JobConfig`."""
+    resolver = _Resolver(schema, aliases)
+    values: dict[str, Any] = {}
+    if path is not None:
+        for key, value in _flatten(read_toml(path), str(path)):
+            resolved = resolver.resolve(key, value, from_cli=False)
+            if resolved:
+                values[resolved[0]] = resolved[1]
+    for key, raw in overrides:
+        if "." not in key:
+            raise ConfigError(
+                f"override '--{key}' must name a section and a key: --section.key=value"
+            )
+        resolved = resolver.resolve(key, _parse_cli_value(raw), from_cli=True)
+        if resolved:
+            values[resolved[0]] = resolved[1]
+    sections: dict[str, Any] = {}
+    for name, cls in schema.items():
+        kwargs = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == name}
+        sections[name] = cls(**kwargs)
+    config = JobConfig(sections)
+    config.source = path
+    config.notes = resolver.notes
+    config.requested_plugins = (
+        [*sections["plugins"].enabled, *resolver.plugins]
+        if "plugins" in sections
+        else list(resolver.plugins)
+    )
+    return config

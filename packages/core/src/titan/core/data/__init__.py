@@ -1,0 +1,1 @@
+"""Training data: text documents -> tokens -> packed fixed-length windows -> batches."""

@@ -1,0 +1,149 @@
+"""From command-line arguments to a validated job, ready for a backend.
+
+This is the torch-free half of a run: discover plugins, build the config
+schema from every installed plugin, load the TOML and overrides, activate
+plugins, validate the whole config. Backends then launch
+``python -m titan.core.train <dump_folder>/job_config.toml`` on each rank,
+which repeats these steps from that file and trains.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from titan.core.config.aliases import CORE_ALIASES, ConfigAlias
+from titan.core.config.job import JobConfig, load_config
+from titan.core.config.sections import CORE_SECTIONS
+from titan.core.errors import ConfigError, PluginError
+from titan.core.plugins import PluginHost, load_plugins
+from titan.core.registry import BackendRegistry, ModelRegistry
+
+CONFIG_FILE_NAME = "job_config.toml"
+
+
+@dataclass
+class Job:
+    """Everything a backend needs to launch, and a rank needs to train."""
+
+    config: JobConfig
+    plugins: PluginHost
+    models: ModelRegistry
+    backends: BackendRegistry
+
+    @property
+    def dump_folder(self) -> Path:
+        return Path(self.config.job.dump_folder)
+
+    def active_sections(self) -> list[str]:
+        """Core sections plus those of active plugins (what `config show` prints)."""
+        owned = self.section_owners()
+        return [s for s in self.config.sections if owned.get(s) in (None, *self.plugins.active)]
+
+    def section_owners(self) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for name in self.plugins.infos:
+            impl = getattr(self.plugins.module(name), "titan_config_sections", None)
+            for section in (impl() or {}) if impl else {}:
+                owners[section] = name
+        return owners
+
+    def effective_toml(self) -> str:
+        """The merged config with the active opt-in plugins in ``[plugins] enabled``."""
+        opt_in = sorted(n for n in self.plugins.active if not self.plugins.infos[n].autoload)
+        blocked = sorted(
+            f"no:{n}"
+            for n, i in self.plugins.infos.items()
+            if i.autoload and n not in self.plugins.active
+        )
+        self.config.plugins.enabled = [*opt_in, *blocked]
+        return self.config.to_toml(self.active_sections())
+
+    def write_config(self) -> Path:
+        """Write the effective config where every rank (and a resume) can read it."""
+        self.dump_folder.mkdir(parents=True, exist_ok=True)
+        path = self.dump_folder / CONFIG_FILE_NAME
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(self.effective_toml())
+        tmp.replace(path)
+        return path
+
+    def train_command(self, config_path: Path) -> list[str]:
+        return [sys.executable, "-m", "titan.core.train", str(config_path)]
+
+
+def collect_schema(host: PluginHost) -> tuple[dict[str, type], list[ConfigAlias]]:
+    schema: dict[str, type] = dict(CORE_SECTIONS)
+    for contributed, plugin in _with_owner(host, "titan_config_sections"):
+        for section, cls in (contributed or {}).items():
+            if section in schema:
+                raise PluginError(
+                    f"plugin '{plugin}' declares config section [{section}], which already exists; "
+                    "rename the plugin's section"
+                )
+            schema[section] = cls
+    aliases = list(CORE_ALIASES)
+    for contributed, _ in _with_owner(host, "titan_config_aliases"):
+        aliases.extend(contributed or [])
+    return schema, aliases
+
+
+def _with_owner(host: PluginHost, hook: str) -> list[tuple[object, str]]:
+    out = []
+    for name in host.infos:
+        impl = getattr(host.module(name), hook, None)
+        if impl is not None:
+            out.append((impl(), name))
+    return out
+
+
+def prepare_job(
+    config_path: Path | None,
+    plugins: Iterable[str] = (),
+    overrides: Iterable[tuple[str, str]] = (),
+    validate: bool = True,
+) -> Job:
+    """Discover plugins, load and validate the config: everything short of launching."""
+    host = load_plugins()
+    schema, aliases = collect_schema(host)
+    config = load_config(config_path, overrides, schema, aliases)
+    host.activate([*config.requested_plugins, *plugins])
+    models, backends = ModelRegistry(), BackendRegistry()
+    host.pm.hook.titan_register_models(registry=models)
+    host.pm.hook.titan_register_backends(registry=backends)
+    job = Job(config=config, plugins=host, models=models, backends=backends)
+    if validate:
+        validate_core(job)
+        host.hook.titan_validate_config(config=config, active=host.active)
+    return job
+
+
+def validate_core(job: Job) -> None:
+    """Checks of core's own sections, before any process starts."""
+    c = job.config
+    family = job.models.get(c.model.name)
+    family.flavor(c.model.flavor)
+    positive = {
+        "training.steps": c.training.steps,
+        "training.local_batch_size": c.training.local_batch_size,
+        "training.seq_len": c.training.seq_len,
+        "metrics.log_freq": c.metrics.log_freq,
+        "checkpoint.interval": c.checkpoint.interval,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    if c.optimizer.lr <= 0:
+        raise ConfigError(f"config key 'optimizer.lr' must be positive, got {c.optimizer.lr}")
+    if c.lr_scheduler.warmup_steps < 0:
+        raise ConfigError("config key 'lr_scheduler.warmup_steps' must be 0 or more")
+    if c.model.tokenizer_path and not Path(c.model.tokenizer_path).exists():
+        raise ConfigError(
+            f"tokenizer file '{c.model.tokenizer_path}' (model.tokenizer_path) does not exist; "
+            "fix the path or leave it empty for the bundled tokenizer"
+        )
+    for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
+        if getattr(c.parallelism, degree) < 1:
+            raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")

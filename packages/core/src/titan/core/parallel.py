@@ -1,0 +1,110 @@
+"""Process-group setup and the device mesh, built once from ``[parallelism]``.
+
+The mesh always has the three named dimensions ``dp_replicate``, ``dp_shard``
+and ``tp`` (size-1 dimensions cost nothing), so plugins can always ask for
+``parallel.mesh["tp"]`` without checking what exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from titan.core.errors import ConfigError
+
+MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
+
+
+def resolve_degrees(
+    world_size: int, dp_replicate: int, dp_shard: int, tp: int
+) -> tuple[int, int, int]:
+    """Fill in ``dp_shard = -1`` and check that the degrees multiply to the world size."""
+    if dp_shard == -1:
+        if world_size % (dp_replicate * tp):
+            raise ConfigError(
+                f"world size {world_size} is not divisible by data_parallel_replicate_degree "
+                f"{dp_replicate} x tensor_parallel_degree {tp}; change the degrees or process count"
+            )
+        dp_shard = world_size // (dp_replicate * tp)
+    if dp_replicate * dp_shard * tp != world_size:
+        raise ConfigError(
+            f"parallelism degrees dp_replicate {dp_replicate} x dp_shard {dp_shard} x tp {tp} = "
+            f"{dp_replicate * dp_shard * tp}, but {world_size} processes run; make them match"
+        )
+    return dp_replicate, dp_shard, tp
+
+
+@dataclass
+class ParallelDims:
+    """Who this rank is and how the world is split between parallel dimensions."""
+
+    world_size: int
+    rank: int
+    local_rank: int
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+    device: torch.device
+    mesh: Any = None  # torch.distributed.device_mesh.DeviceMesh when world_size > 1
+
+    @property
+    def dp_degree(self) -> int:
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def dp_rank(self) -> int:
+        if self.mesh is None:
+            return 0
+        return (
+            self.mesh["dp_replicate"].get_local_rank() * self.dp_shard
+            + self.mesh["dp_shard"].get_local_rank()
+        )
+
+    @property
+    def fsdp_enabled(self) -> bool:
+        """True when parameters are sharded (FSDP2 manages dtypes; no autocast then)."""
+        return self.dp_shard > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @functools.cached_property
+    def dp_mesh(self) -> Any:
+        """The flattened data-parallel mesh (replicate x shard), for reducing metrics."""
+        return self.mesh["dp_replicate", "dp_shard"]._flatten("dp")
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_parallel(dp_replicate: int, dp_shard: int, tp: int) -> ParallelDims:
+    """Join the process group (when launched by torchrun) and build the device mesh."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dp_replicate, dp_shard, tp = resolve_degrees(world_size, dp_replicate, dp_shard, tp)
+    device = _device(local_rank)
+    mesh = None
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (dp_replicate, dp_shard, tp), mesh_dim_names=MESH_DIMS)
+    return ParallelDims(world_size, rank, local_rank, dp_replicate, dp_shard, tp, device, mesh)
+
+
+def shutdown_parallel() -> None:
+    """Leave the process group; the barrier first avoids a gloo abort at teardown."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,48 @@
+"""Hugging Face ``tokenizers`` files (tokenizer.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from titan.core.errors import ConfigError
+
+BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<|endoftext|>", "[BOS]")
+EOS_CANDIDATES = ("<|end_of_text|>", "</s>", "<|endoftext|>", "[EOS]")
+
+
+class HFTokenizer:
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer as _Tok
+
+        try:
+            self._tok = _Tok.from_file(str(path))
+        except Exception as exc:
+            raise ConfigError(f"'{path}' is not a valid tokenizer.json: {exc}") from None
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        self._vocab_size = max(vocab.values()) + 1
+        self._bos = next((vocab[t] for t in BOS_CANDIDATES if t in vocab), None)
+        self._eos = next((vocab[t] for t in EOS_CANDIDATES if t in vocab), None)
+        if self._bos is None or self._eos is None:
+            raise ConfigError(
+                f"tokenizer '{path}' has no begin/end-of-text token (looked for "
+                f"{BOS_CANDIDATES[0]} / {EOS_CANDIDATES[0]} and common alternatives); add them"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def bos_id(self) -> int:
+        return self._bos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return [self._bos] * bos + ids + [self._eos] * eos
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=False)

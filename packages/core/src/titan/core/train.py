@@ -1,0 +1,47 @@
+"""Per-rank entry point: ``python -m titan.core.train JOB_CONFIG.toml``.
+
+Backends (torchrun, Slurm, SageMaker) start this on every rank with the
+effective config the CLI wrote; the local backend calls :func:`run_training`
+in-process for single-process runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from titan.core.errors import TitanError
+from titan.core.launch import Job, prepare_job
+
+
+def run_training(job: Job) -> dict[str, Any]:
+    """Build the trainer for ``job`` and train; always leaves the process group cleanly."""
+    from titan.core.quiet import quiet_library_noise
+
+    quiet_library_noise()
+    from titan.core.parallel import shutdown_parallel
+    from titan.core.trainer import Trainer
+
+    try:
+        return Trainer(job).train()
+    finally:
+        shutdown_parallel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m titan.core.train JOB_CONFIG.toml", file=sys.stderr)
+        return 2
+    try:
+        job = prepare_job(Path(argv[0]))
+        run_training(job)
+    except TitanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The trainer: builds the model through the plugin phases, then runs the loop.
+
+It names no optimization. What plugins do is decided by the hooks they
+implement; the order of the phases is fixed here (see ``hookspecs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState
+from titan.core.data.loader import build_dataloader
+from titan.core.errors import ConfigError
+from titan.core.launch import Job
+from titan.core.lr_schedule import build_lr_scheduler
+from titan.core.metrics import StepTimer, reduce_mean
+from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.tokenizers import load_tokenizer
+
+
+class TrainState:
+    """Step counter and RNG state, saved with every checkpoint."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "cpu_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        torch.set_rng_state(state["cpu_rng"])
+
+
+class Trainer:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.config = c = job.config
+        self.hook = job.plugins.hook
+        self.parallel: ParallelDims = init_parallel(
+            c.parallelism.data_parallel_replicate_degree,
+            c.parallelism.data_parallel_shard_degree,
+            c.parallelism.tensor_parallel_degree,
+        )
+        self.device = self.parallel.device
+        torch.manual_seed(c.training.seed)
+        if c.training.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.dump_folder = Path(c.job.dump_folder)
+        self.first_loss: float | None = None  # of this process's run (after any resume)
+        self.last_loss: float | None = None
+
+        self.tokenizer = load_tokenizer(c.model.tokenizer_path)
+        self.model_args = self._model_args()
+        self.model = self.build_model()
+        self.optimizer = self._build_optimizer()
+        self.lr_scheduler = build_lr_scheduler(
+            self.optimizer,
+            c.lr_scheduler.warmup_steps,
+            c.training.steps,
+            c.lr_scheduler.decay_type,
+            c.lr_scheduler.lr_min,
+        )
+        self.grad_accum_steps = self._grad_accum_steps()
+        self.dataloader = build_dataloader(
+            dataset=c.training.dataset,
+            dataset_path=c.training.dataset_path,
+            tokenizer=self.tokenizer,
+            seq_len=c.training.seq_len,
+            batch_size=c.training.local_batch_size,
+            dp_rank=self.parallel.dp_rank,
+            dp_world_size=self.parallel.dp_degree,
+        )
+        self.train_state = TrainState()
+        states: dict[str, Any] = {
+            "model": ModelState(self.model),
+            "optimizer": OptimizerState(self.model, self.optimizer),
+            "lr_scheduler": self.lr_scheduler,
+            "dataloader": self.dataloader,
+            "train_state": self.train_state,
+        }
+        for extra in self.hook.titan_checkpoint_state(trainer=self):
+            clash = set(extra or {}) & set(states)
+            if clash:
+                raise ConfigError(f"two plugins save checkpoint state under {sorted(clash)}")
+            states.update(extra or {})
+        self.checkpointer = CheckpointManager(
+            self.dump_folder / c.checkpoint.folder,
+            states,
+            enabled=c.checkpoint.enable_checkpoint,
+            interval=c.checkpoint.interval,
+            keep_latest_k=c.checkpoint.keep_latest_k,
+        )
+
+    # -- build ---------------------------------------------------------------
+
+    def _model_args(self) -> Any:
+        c = self.config
+        args = self.job.models.get(c.model.name).flavor(c.model.flavor)
+        if c.model.vocab_size:
+            args = args.with_vocab(c.model.vocab_size)
+        if self.tokenizer.vocab_size > args.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens but model "
+                f"{c.model.name}/{c.model.flavor} has a vocabulary of {args.vocab_size}; "
+                f"set model.vocab_size={self.tokenizer.vocab_size} or use a matching tokenizer"
+            )
+        if c.training.seq_len > args.max_seq_len:
+            raise ConfigError(
+                f"training.seq_len {c.training.seq_len} exceeds the model's max_seq_len "
+                f"{args.max_seq_len}; lower training.seq_len"
+            )
+        return args
+
+    def build_model(self) -> torch.nn.Module:
+        """Meta-device model -> plugin phases in fixed order -> materialised, initialised."""
+        c, p = self.config, self.parallel
+        family = self.job.models.get(c.model.name)
+        with torch.device("meta"):
+            model = family.build(self.model_args)
+        kwargs = {"model": model, "config": c, "parallel": p}
+        self.hook.titan_convert_model(**kwargs)
+        self.hook.titan_apply_tensor_parallel(**kwargs)
+        self.hook.titan_apply_activation_checkpointing(**kwargs)
+        self.hook.titan_apply_compile(**kwargs)
+        self.hook.titan_apply_data_parallel(**kwargs)
+        model.to_empty(device=self.device)
+        with torch.no_grad():
+            model.init_weights(buffer_device=self.device)
+        model.train()
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.config.optimizer
+        impl = {
+            "fused": {"fused": True},
+            "foreach": {"foreach": True},
+            "for-loop": {"foreach": False},
+        }[o.implementation]
+        cls = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}[o.name]
+        return cls(
+            self.model.parameters(),
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            **impl,
+        )
+
+    def _grad_accum_steps(self) -> int:
+        t = self.config.training
+        per_step = t.local_batch_size * self.parallel.dp_degree
+        if t.global_batch_size in (-1, 0):
+            return 1
+        if t.global_batch_size % per_step:
+            raise ConfigError(
+                f"training.global_batch_size {t.global_batch_size} is not a multiple of "
+                f"local_batch_size {t.local_batch_size} x data-parallel degree "
+                f"{self.parallel.dp_degree} = {per_step}; change one of them"
+            )
+        return t.global_batch_size // per_step
+
+    # -- loop ----------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        t = self.config.training
+        if t.mixed_precision_param == "bfloat16" and not self.parallel.fsdp_enabled:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_context(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for managers in self.hook.titan_train_context(trainer=self):
+            for cm in managers or ():
+                stack.enter_context(cm)
+        return stack
+
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+        """One optimizer step over ``len(batches)`` micro-batches. Returns (loss, grad norm)."""
+        step = self.train_state.step
+        total = torch.zeros((), device=self.device)
+        for inputs, labels in batches:
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            with self._train_context():
+                with self._autocast():
+                    logits = self.model(inputs)
+                loss = self.loss_fn(logits, labels) / len(batches)
+                loss.backward()
+            total += loss.detach()
+        self.hook.titan_after_backward(trainer=self, step=step)
+        max_norm = self.config.training.max_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), max_norm if max_norm > 0 else math.inf, foreach=True
+        )
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        self.hook.titan_before_optimizer_step(trainer=self, step=step)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.hook.titan_after_optimizer_step(trainer=self, step=step)
+        return reduce_mean(total, self.parallel), float(grad_norm)
+
+    def train(self) -> dict[str, Any]:
+        """Run to ``training.steps``, resuming from a checkpoint if there is one."""
+        c = self.config
+        self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
+        self.hook.titan_train_start(trainer=self)
+        data = iter(self.dataloader)
+        tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
+        timer = StepTimer()
+        while self.train_state.step < c.training.steps:
+            self.train_state.step += 1
+            step = self.train_state.step
+            self.hook.titan_step_start(trainer=self, step=step)
+            timer.start_step()
+            batches = [next(data) for _ in range(self.grad_accum_steps)]
+            loss, grad_norm = self.train_step(batches)
+            timer.end_step(tokens_per_step)
+            self.last_loss = loss
+            self.first_loss = loss if self.first_loss is None else self.first_loss
+            metrics: dict[str, Any] = {}
+            self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
+            is_last = step == c.training.steps
+            if step == 1 or step % c.metrics.log_freq == 0 or is_last:
+                metrics = {
+                    "step": step,
+                    "loss": loss,
+                    "grad_norm": grad_norm,
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    **timer.read(),
+                    **metrics,
+                }
+                if self.parallel.is_main:
+                    self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
+            if self.checkpointer.should_save(step, is_last):
+                self.checkpointer.save(step)
+        self.hook.titan_train_end(trainer=self)
+        return {
+            "first_loss": self.first_loss,
+            "last_loss": self.last_loss,
+            "steps": self.train_state.step,
+        }
