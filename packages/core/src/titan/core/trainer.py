@@ -67,13 +67,11 @@ class Trainer:
         )
         self.grad_accum_steps = self._grad_accum_steps()
         self.dataloader = build_dataloader(
-            dataset=c.training.dataset,
-            dataset_path=c.training.dataset_path,
-            tokenizer=self.tokenizer,
-            seq_len=c.training.seq_len,
-            batch_size=c.training.local_batch_size,
+            c,
+            self.tokenizer,
             dp_rank=self.parallel.dp_rank,
             dp_world_size=self.parallel.dp_degree,
+            split="train",
         )
         self.train_state = TrainState()
         states: dict[str, Any] = {
@@ -229,7 +227,8 @@ class Trainer:
             metrics: dict[str, Any] = {}
             self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
             is_last = step == c.training.steps
-            if step == 1 or step % c.metrics.log_freq == 0 or is_last:
+            # Also log off-schedule when a plugin reported something (e.g. validation loss).
+            if step == 1 or step % c.metrics.log_freq == 0 or is_last or metrics:
                 metrics = {
                     "step": step,
                     "loss": loss,

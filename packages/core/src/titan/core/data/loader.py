@@ -10,24 +10,20 @@ from titan.core.tokenizers import Tokenizer
 
 
 def build_dataloader(
-    *,
-    dataset: str,
-    dataset_path: str,
+    config: Any,
     tokenizer: Tokenizer,
-    seq_len: int,
-    batch_size: int,
+    *,
     dp_rank: int = 0,
     dp_world_size: int = 1,
     split: str = "train",
-    infinite: bool = True,
-    num_workers: int = 0,
 ) -> Any:
     """A torchdata ``StatefulDataLoader`` of (inputs, labels) batches; its state is checkpointable."""
     from datasets.distributed import split_dataset_by_node
     from torchdata.stateful_dataloader import StatefulDataLoader
 
-    docs = load_documents(dataset, dataset_path, split)
+    t = config.training
+    docs = load_documents(t.dataset, t.dataset_path, split)
     if dp_world_size > 1:
         docs = split_dataset_by_node(docs, rank=dp_rank, world_size=dp_world_size)
-    packed = PackedTextDataset(docs, tokenizer, seq_len, infinite=infinite)
-    return StatefulDataLoader(packed, batch_size=batch_size, num_workers=num_workers)
+    packed = PackedTextDataset(docs, tokenizer, t.seq_len, infinite=split == "train")
+    return StatefulDataLoader(packed, batch_size=t.local_batch_size, num_workers=0)

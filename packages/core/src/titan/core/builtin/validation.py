@@ -1,0 +1,3 @@
+"""(being written) placeholder until its module lands."""
+
+AUTOLOAD = True
