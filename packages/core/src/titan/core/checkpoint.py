@@ -3,19 +3,42 @@
 Layout: ``<dump_folder>/<checkpoint.folder>/step-<N>/``. A checkpoint is
 written to ``step-<N>.tmp`` and renamed once every rank has finished, so a
 folder named ``step-<N>`` is always complete; a crash mid-save leaves only a
-``.tmp`` folder, which resume ignores.
+``.tmp`` folder, which resume ignores (and the next run deletes).
+
+DCP stores each rank's shards plus a global index, so a checkpoint written
+by N ranks loads into M ranks: model and optimizer tensors are resharded on
+load. Per-rank state (the data loader's position in its shard) is stored
+under a key naming the rank and world size; it only loads into the same
+data-parallel layout, and a resume with another layout restarts the data
+stream (with a warning).
+
+Loading never unpickles arbitrary objects: tensors are read by DCP with
+``weights_only``, non-tensor values with ``torch.load(weights_only=True)``,
+and the checkpoint index (``.metadata``) through an unpickler that accepts
+only DCP's own metadata classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import io
+import os
+import pickle
 import re
 import shutil
+import warnings
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from titan.core.errors import ConfigError, TitanError
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -25,6 +48,18 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.checkpoint.stateful import Stateful
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP_DIR = re.compile(r"^step-(\d+)\.tmp$")
+
+# States the trainer cannot run without; anything else (plugins' extra state)
+# may be missing from an older checkpoint and is then left as initialised.
+REQUIRED_STATES = frozenset({"model", "optimizer", "lr_scheduler", "train_state"})
+
+
+class CheckpointError(TitanError):
+    """A checkpoint cannot be read or does not fit this job."""
+
+
+# --- what is saved -------------------------------------------------------------
 
 
 class ModelState(Stateful):
@@ -41,6 +76,8 @@ class ModelState(Stateful):
 
 
 class OptimizerState(Stateful):
+    """Optimizer state keyed by parameter name (not index), so it survives resharding."""
+
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -52,13 +89,109 @@ class OptimizerState(Stateful):
         set_optimizer_state_dict(self.model, self.optimizer, state_dict)
 
 
+class RankLocalState(Stateful):
+    """State that differs per data-parallel rank (a data loader's position in its shard).
+
+    DCP keeps one copy of a non-tensor value whose key is the same on every
+    rank, so each rank's state goes under its own key, ``dp<rank>of<world>``.
+    The value is one ``torch.save`` blob (read back with ``weights_only``):
+    its structure may change between save and load (lists grow), which DCP's
+    per-key loading of nested values would not allow.
+    """
+
+    def __init__(self, inner: Any, dp_rank: int, dp_world_size: int) -> None:
+        self.inner = inner
+        self.key = f"dp{dp_rank}of{dp_world_size}"
+
+    def state_dict(self) -> dict[str, Any]:
+        buf = io.BytesIO()
+        torch.save(self.inner.state_dict(), buf)
+        return {self.key: buf.getvalue()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        blob = state_dict[self.key]
+        self.inner.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+
+
+# --- reading safely ------------------------------------------------------------
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` index, refusing every class that is not DCP metadata."""
+
+    _ALLOWED = {
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("collections", "OrderedDict"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.startswith("torch.distributed.checkpoint."):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type) and (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+                return obj
+        raise pickle.UnpicklingError(
+            f"checkpoint metadata refers to {module}.{name}, which is not DCP metadata; "
+            "refusing to load it (only load checkpoints you trust)"
+        )
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader, with the metadata index read by :class:`_MetadataUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's load planner, but non-tensor values are read with ``weights_only=True``."""
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        obj = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
+def read_metadata(path: Path) -> Metadata:
+    """The DCP index of checkpoint folder ``path`` (safe unpickling)."""
+    return SafeFileSystemReader(str(path)).read_metadata()
+
+
+def saved_keys(path: Path) -> set[str]:
+    """Flattened keys (``model.layers.0.attention.wq.weight``...) stored in a checkpoint."""
+    return set(read_metadata(path).state_dict_metadata)
+
+
+# --- the folder ----------------------------------------------------------------
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.barrier()
 
 
 def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return not _distributed() or dist.get_rank() == 0
 
 
 def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -73,8 +206,29 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable: the new directory entry reaches the disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class CheckpointManager:
-    """Saves every ``interval`` steps and at the end; resumes from the newest complete one."""
+    """Saves every ``interval`` steps and at the end; resumes from the newest complete one.
+
+    With ``async_mode="async"`` a save copies the state to CPU memory and
+    writes it in a background thread (on its own gloo process group, so its
+    collectives cannot interleave with training's). The folder is renamed to
+    ``step-<N>`` when the write has finished on every rank: at the next save
+    or at :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -84,49 +238,141 @@ class CheckpointManager:
         enabled: bool,
         interval: int,
         keep_latest_k: int = 0,
+        async_mode: str = "disabled",
     ) -> None:
         self.folder = folder
         self.states = states
         self.enabled = enabled
         self.interval = interval
         self.keep_latest_k = keep_latest_k
+        self.async_mode = async_mode
+        self.loaded_from: Path | None = None
+        self.skipped_states: list[str] = []
+        self._pending: tuple[int, Future] | None = None
+        self._async_group: Any = None
+        if enabled and async_mode == "async" and _distributed():
+            self._async_group = dist.new_group(backend="gloo")
+
+    # -- load ---------------------------------------------------------------
 
     def load(self, step: int = -1) -> int:
         """Restore the states from checkpoint ``step`` (-1: newest). Returns the step, 0 if none."""
         if not self.enabled:
             return 0
+        self._remove_unfinished()
         found = dict(complete_checkpoints(self.folder))
         if not found:
+            if step not in (-1, 0):
+                raise ConfigError(
+                    f"checkpoint.load_step is {step} but '{self.folder}' holds no complete "
+                    "checkpoint; set checkpoint.load_step = -1 or fix checkpoint.folder"
+                )
             return 0
         chosen = max(found) if step == -1 else step
         if chosen not in found:
-            from titan.core.errors import ConfigError
-
             raise ConfigError(
                 f"no complete checkpoint for step {chosen} in '{self.folder}' (have: "
                 f"{', '.join(map(str, sorted(found)))}); set checkpoint.load_step"
             )
-        dcp.load(self.states, checkpoint_id=str(found[chosen]))
+        path = found[chosen]
+        to_load = self._loadable_states(path)
+        try:
+            dcp.load(
+                to_load,
+                storage_reader=SafeFileSystemReader(str(path)),
+                planner=SafeLoadPlanner(),
+            )
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(f"checkpoint '{path}' is unsafe to load: {exc}") from None
+        self.loaded_from = path
         return chosen
+
+    def _loadable_states(self, path: Path) -> dict[str, Any]:
+        """The states this checkpoint holds; a clear error for missing required ones."""
+        keys = saved_keys(path)
+        tops = {k.split(".", 1)[0] for k in keys}
+        to_load: dict[str, Any] = {}
+        self.skipped_states = []
+        for name, obj in self.states.items():
+            if isinstance(obj, RankLocalState):
+                if not any(k.startswith(f"{name}.{obj.key}") for k in keys):
+                    self.skipped_states.append(name)
+                    continue
+            elif name not in tops:
+                if name in REQUIRED_STATES:
+                    raise CheckpointError(
+                        f"checkpoint '{path}' has no '{name}' state (it holds: "
+                        f"{', '.join(sorted(tops))}); it is not a titan training checkpoint, "
+                        "or was written by an incompatible version; point checkpoint.folder elsewhere"
+                    )
+                self.skipped_states.append(name)
+                continue
+            to_load[name] = obj
+        if self.skipped_states and _is_main():
+            warnings.warn(
+                f"checkpoint '{path}' has no state for {', '.join(self.skipped_states)} on this "
+                "rank layout; those start fresh (a data loader restarts its stream when the "
+                "number of data-parallel ranks changed)",
+                stacklevel=3,
+            )
+        return to_load
+
+    def _remove_unfinished(self) -> None:
+        """Delete ``step-<N>.tmp`` folders left by a save that was interrupted."""
+        if _is_main() and self.folder.is_dir():
+            for p in self.folder.iterdir():
+                if _TMP_DIR.match(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
+        _barrier()
+
+    # -- save ---------------------------------------------------------------
 
     def should_save(self, step: int, last: bool) -> bool:
         return self.enabled and (last or step % self.interval == 0)
 
-    def save(self, step: int) -> Path:
-        final = self.folder / f"step-{step}"
-        tmp = self.folder / f"step-{step}.tmp"
+    def save(self, step: int, last: bool = False) -> Path:
+        """Write checkpoint ``step``; async unless it is the ``last`` one of the run."""
+        self.wait()
+        final, tmp = self._paths(step)
         if _is_main():
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True, exist_ok=True)
         _barrier()
+        if self.async_mode == "async" and not last:
+            future = dcp.async_save(
+                self.states, checkpoint_id=str(tmp), process_group=self._async_group
+            )
+            self._pending = (step, future)
+            return final
         dcp.save(self.states, checkpoint_id=str(tmp))
+        self._publish(step)
+        return final
+
+    def wait(self) -> None:
+        """Finish a pending async save: wait for every rank's write, then publish it."""
+        if self._pending is None:
+            return
+        step, future = self._pending
+        self._pending = None
+        future.result()
+        self._publish(step)
+
+    def close(self) -> None:
+        self.wait()
+
+    def _paths(self, step: int) -> tuple[Path, Path]:
+        return self.folder / f"step-{step}", self.folder / f"step-{step}.tmp"
+
+    def _publish(self, step: int) -> None:
+        """Rename ``.tmp`` to its final name once all ranks wrote their part (atomic on POSIX)."""
+        final, tmp = self._paths(step)
         _barrier()
         if _is_main():
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
+            _fsync_dir(self.folder)
             self._prune()
         _barrier()
-        return final
 
     def _prune(self) -> None:
         if self.keep_latest_k <= 0:

@@ -87,7 +87,7 @@ def _prepare(ctx: typer.Context, plugins: str, extra: list[tuple[str, str]] | No
     config_path, overrides = split_args(ctx.args)
     job = prepare_job(config_path, _plugin_list(plugins), [*overrides, *(extra or [])])
     for note in [*job.config.notes, *job.plugins.notes]:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
     return job
 
 
@@ -138,6 +138,34 @@ def config_show(ctx: typer.Context, plugins: PluginsOpt = "") -> None:
     sys.stdout.write(job.effective_toml())
 
 
+@config_app.command("aliases")
+def config_aliases() -> None:
+    """The torchtitan keys titan accepts and what each becomes (see docs/torchtitan.md)."""
+    from titan.core.launch import collect_schema
+    from titan.core.plugins import load_plugins
+
+    _, aliases = collect_schema(load_plugins())
+    table = Table(title="torchtitan keys accepted by titan")
+    for col in ("torchtitan key", "becomes"):
+        table.add_column(col)
+    for a in sorted(aliases, key=lambda a: a.source):
+        if a.unsupported:
+            becomes = f"refused unless off/1 ({a.note})"
+        elif a.ignore:
+            becomes = f"ignored ({a.note})"
+        else:
+            becomes = " and ".join(
+                x
+                for x in (
+                    a.target and f"{a.target}",
+                    a.activates and f"activates plugin '{a.activates}' when true",
+                )
+                if x
+            )
+        table.add_row(a.source, escape(becomes))
+    out.print(table)
+
+
 @plugins_app.command("list")
 def plugins_list(plugins: PluginsOpt = "") -> None:
     """Every installed plugin: distribution, version, hooks, and whether it is active."""
@@ -157,7 +185,7 @@ def plugins_list(plugins: PluginsOpt = "") -> None:
         table.add_row(name, state, info.distribution, info.version, hooks, info.description)
     out.print(table)
     for note in host.notes:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
 
 
 @models_app.command("list")
@@ -203,7 +231,7 @@ def _add_plugin_commands() -> None:
     try:
         load_plugins().pm.hook.titan_add_commands(app=app)
     except TitanError as exc:
-        console.print(f"[yellow]warning:[/] {exc}")
+        console.print(f"[yellow]warning:[/] {escape(str(exc))}")
 
 
 def main() -> None:
@@ -214,7 +242,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except TitanError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -66,8 +66,8 @@ class ParallelDims:
 
     @property
     def fsdp_enabled(self) -> bool:
-        """True when parameters are sharded (FSDP2 manages dtypes; no autocast then)."""
-        return self.dp_shard > 1
+        """True when FSDP2 wraps the model: more than one data-parallel rank (sharded or HSDP)."""
+        return self.dp_degree > 1
 
     @property
     def is_main(self) -> bool:
@@ -103,8 +103,15 @@ def init_parallel(dp_replicate: int, dp_shard: int, tp: int) -> ParallelDims:
     return ParallelDims(world_size, rank, local_rank, dp_replicate, dp_shard, tp, device, mesh)
 
 
-def shutdown_parallel() -> None:
-    """Leave the process group; the barrier first avoids a gloo abort at teardown."""
-    if dist.is_available() and dist.is_initialized():
+def shutdown_parallel(clean: bool = True) -> None:
+    """Leave the process group.
+
+    After a normal run all ranks meet at a barrier first: without it gloo
+    sometimes aborts one rank at teardown. After an error (or Ctrl-C) the
+    other ranks may be gone or stuck elsewhere: a barrier would hang, and a
+    teardown without one may abort the process before the error is printed,
+    so the group is left to the process exit.
+    """
+    if clean and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

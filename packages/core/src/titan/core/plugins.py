@@ -150,8 +150,12 @@ def _load_module(name: str, value: str, dist: str) -> ModuleType:
     except Exception as exc:  # a broken third-party package must not look like our bug
         raise PluginError(
             f"plugin '{name}' (from distribution '{dist}') failed to import {value}: "
-            f"{type(exc).__name__}: {exc}; reinstall or uninstall that package"
+            f"{type(exc).__name__}: {_one_line(exc)}; reinstall or uninstall that package"
         ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _describe(module: ModuleType) -> str:
@@ -184,7 +188,7 @@ def load_plugins() -> PluginHost:
             pm.register(module, name=ep.name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(
-                f"plugin '{ep.name}' (from '{dist}') has an invalid hook: {exc}; "
+                f"plugin '{ep.name}' (from '{dist}') has an invalid hook: {_one_line(exc)}; "
                 "see docs/plugins.md for the hook signatures"
             ) from exc
         infos[ep.name] = PluginInfo(
@@ -200,7 +204,7 @@ def load_plugins() -> PluginHost:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(
-            f"a plugin implements a hook titan does not define: {exc}; "
+            f"a plugin implements a hook titan does not define: {_one_line(exc)}; "
             "check the hook name against docs/plugins.md"
         ) from exc
     for name, info in list(infos.items()):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from titan.core.launch import Job
@@ -34,6 +36,10 @@ def _unknown(kind: str, name: str, known: list[str], fix: str) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}'; {hint}available: {', '.join(known)} ({fix})")
 
 
+ARGS_FILE_SUFFIX = ".json"
+"""A ``model.flavor`` ending in this is a file of args, not a registered flavor name."""
+
+
 @dataclass
 class ModelFamily:
     """A model family: named flavors (hyper-parameter sets) and how to build one.
@@ -41,25 +47,48 @@ class ModelFamily:
     ``flavors`` maps a flavor name to its args object (any dataclass the
     builder understands). ``builder`` is ``"module:callable"``; calling it
     with the args returns an ``nn.Module`` that has ``init_weights()``.
+
+    ``args_from_dict`` (optional, ``"module:callable"``) turns a dict into an
+    args object. With it, ``model.flavor`` may also be the path of a JSON file
+    whose ``"args"`` key holds that dict (``titan convert hf-to-titan`` writes
+    one as ``titan_model.json``), so a converted checkpoint of a size nobody
+    registered can still be trained.
     """
 
     name: str
     flavors: dict[str, Any]
     builder: str
     description: str = ""
+    args_from_dict: str = ""
 
     def build(self, args: Any) -> Any:
         return import_object(self.builder)(args)
 
     def flavor(self, name: str) -> Any:
-        if name not in self.flavors:
-            raise _unknown(
-                f"flavor for model '{self.name}'",
-                name,
-                list(self.flavors),
-                "set model.flavor",
+        if name in self.flavors:
+            return self.flavors[name]
+        if name.endswith(ARGS_FILE_SUFFIX) and self.args_from_dict:
+            return self._args_from_file(Path(name))
+        fix = "set model.flavor"
+        if self.args_from_dict:
+            fix += " (or to the path of a titan_model.json, e.g. from `titan convert hf-to-titan`)"
+        raise _unknown(f"flavor for model '{self.name}'", name, list(self.flavors), fix)
+
+    def _args_from_file(self, path: Path) -> Any:
+        if not path.is_file():
+            raise ConfigError(
+                f"model.flavor '{path}' looks like an args file but does not exist; "
+                "fix the path or use a registered flavor (see `titan models list`)"
             )
-        return self.flavors[name]
+        try:
+            data = json.loads(path.read_text())
+            return import_object(self.args_from_dict)(data["args"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"model.flavor file '{path}' does not hold valid '{self.name}' args "
+                f"({type(exc).__name__}: {exc}); write it with `titan convert hf-to-titan` "
+                "or fix its \"args\" entry"
+            ) from None
 
 
 @dataclass
@@ -68,12 +97,29 @@ class ModelRegistry:
 
     def add_family(self, family: ModelFamily) -> None:
         if family.name in self.families:
-            raise ValueError(f"model family '{family.name}' is registered twice")
+            raise PluginError(
+                f"model family '{family.name}' is registered twice; uninstall or rename one"
+            )
         self.families[family.name] = family
 
     def add_flavor(self, family: str, flavor: str, args: Any) -> None:
-        """Let a third party add a flavor (e.g. a 1B Llama 3) to an existing family."""
-        self.get(family).flavors[flavor] = args
+        """Let a third party add a flavor (e.g. a 1B Llama 3) to an existing family.
+
+        Plugins register in entry-point name order, so the family may not be
+        there yet when a third party's hook runs: order its hook after the
+        family's with ``@hookimpl(trylast=True)``.
+        """
+        if family not in self.families:
+            raise PluginError(
+                f"cannot add flavor '{flavor}' to model family '{family}': no such family yet "
+                f"(registered: {', '.join(sorted(self.families)) or 'none'}); fix the family "
+                "name, or mark the titan_register_models hook @hookimpl(trylast=True)"
+            )
+        if flavor in self.families[family].flavors:
+            raise PluginError(
+                f"flavor '{flavor}' of model family '{family}' is registered twice; rename one"
+            )
+        self.families[family].flavors[flavor] = args
 
     def get(self, name: str) -> ModelFamily:
         if name not in self.families:

@@ -24,9 +24,12 @@ def run_training(job: Job) -> dict[str, Any]:
     from titan.core.trainer import Trainer
 
     try:
-        return Trainer(job).train()
-    finally:
-        shutdown_parallel()
+        result = Trainer(job).train()
+    except BaseException:
+        shutdown_parallel(clean=False)
+        raise
+    shutdown_parallel()
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState
+from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
 from titan.core.launch import Job
@@ -23,17 +24,28 @@ from titan.core.tokenizers import load_tokenizer
 
 
 class TrainState:
-    """Step counter and RNG state, saved with every checkpoint."""
+    """Step counter and RNG state, saved with every checkpoint.
+
+    Everything is a tensor, so the checkpoint holds no pickled Python
+    objects. Every rank is seeded alike and draws the same random numbers,
+    so one copy of the RNG state (DCP keeps one for replicated tensors)
+    restores all ranks, whatever their number.
+    """
 
     def __init__(self) -> None:
         self.step = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "cpu_rng": torch.get_rng_state()}
+        state = {"step": torch.tensor(self.step, dtype=torch.int64), "rng_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        torch.set_rng_state(state["cpu_rng"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng_cuda"])
 
 
 class Trainer:
@@ -78,7 +90,10 @@ class Trainer:
             "model": ModelState(self.model),
             "optimizer": OptimizerState(self.model, self.optimizer),
             "lr_scheduler": self.lr_scheduler,
-            "dataloader": self.dataloader,
+            # Each data-parallel rank reads its own shard: its position is per-rank state.
+            "dataloader": RankLocalState(
+                self.dataloader, self.parallel.dp_rank, self.parallel.dp_degree
+            ),
             "train_state": self.train_state,
         }
         for extra in self.hook.titan_checkpoint_state(trainer=self):
@@ -92,6 +107,7 @@ class Trainer:
             enabled=c.checkpoint.enable_checkpoint,
             interval=c.checkpoint.interval,
             keep_latest_k=c.checkpoint.keep_latest_k,
+            async_mode=c.checkpoint.async_mode,
         )
 
     # -- build ---------------------------------------------------------------
@@ -126,11 +142,71 @@ class Trainer:
         self.hook.titan_apply_activation_checkpointing(**kwargs)
         self.hook.titan_apply_compile(**kwargs)
         self.hook.titan_apply_data_parallel(**kwargs)
-        model.to_empty(device=self.device)
-        with torch.no_grad():
-            model.init_weights(buffer_device=self.device)
+        self._check_data_parallel(model)
+        self._init_weights(model)
         model.train()
         return model
+
+    def _check_data_parallel(self, model: torch.nn.Module) -> None:
+        """Several data-parallel ranks without FSDP would train diverging copies silently."""
+        from torch.distributed.fsdp import FSDPModule
+
+        self.fsdp_applied = isinstance(model, FSDPModule)
+        if self.parallel.dp_degree > 1 and not self.fsdp_applied:
+            raise ConfigError(
+                f"{self.parallel.dp_degree} data-parallel ranks, but no plugin applied data "
+                "parallelism to the model (is the 'fsdp' plugin blocked with no:fsdp?); "
+                "remove no:fsdp or run a single process"
+            )
+
+    def _init_weights(self, model: torch.nn.Module) -> None:
+        """Materialise and initialise the weights, identically for any number of ranks.
+
+        The initialisation draws from its own generator seeded with
+        ``training.seed`` (so the training RNG stream does not depend on how
+        the model was initialised). On one process: on the CPU, then moved to
+        the device. Sharded (FSDP/TP): every rank initialising its own shard
+        would give other weights than one process (on CPU every shard would
+        even repeat the same random numbers), so by default rank 0 initialises
+        the full model on its CPU and the shards are scattered from it.
+        """
+        from torch.distributed.tensor import DTensor
+
+        c = self.config
+        sharded = any(isinstance(p, DTensor) for p in model.parameters())
+        devices = [self.device] if self.device.type == "cuda" else []
+        if not sharded:
+            model.to_empty(device="cpu")
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(c.training.seed)
+                model.init_weights(buffer_device=torch.device("cpu"))
+            model.to(self.device)
+            return
+        model.to_empty(device=self.device)
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(c.training.seed)
+            model.init_weights(buffer_device=self.device)  # buffers; shards if not from rank 0
+        if c.parallelism.init_full_model_on_rank0:
+            self._load_full_init_from_rank0(model)
+
+    def _load_full_init_from_rank0(self, model: torch.nn.Module) -> None:
+        """Rank 0 initialises an unsharded CPU copy; its tensors are broadcast into the shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        full: dict[str, Any] = {}
+        if self.parallel.rank == 0:
+            with torch.device("cpu"):
+                reference = self.job.models.get(self.config.model.name).build(self.model_args)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(self.config.training.seed)
+                reference.init_weights(buffer_device=torch.device("cpu"))
+            full = reference.state_dict()
+            del reference
+        set_model_state_dict(
+            model,
+            full,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+        )
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.config.optimizer
@@ -166,7 +242,8 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         t = self.config.training
-        if t.mixed_precision_param == "bfloat16" and not self.parallel.fsdp_enabled:
+        # Under FSDP2 the MixedPrecisionPolicy casts the weights; autocast is for one process.
+        if t.mixed_precision_param == "bfloat16" and not self.fsdp_applied:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -210,6 +287,13 @@ class Trainer:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
+        if self.checkpointer.loaded_from is not None and self.parallel.is_main:
+            print(
+                f"resumed from checkpoint {self.checkpointer.loaded_from} (step "
+                f"{self.train_state.step})",
+                file=sys.stderr,
+                flush=True,
+            )
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
@@ -240,7 +324,8 @@ class Trainer:
                 if self.parallel.is_main:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
             if self.checkpointer.should_save(step, is_last):
-                self.checkpointer.save(step)
+                self.checkpointer.save(step, last=is_last)
+        self.checkpointer.close()
         self.hook.titan_train_end(trainer=self)
         return {
             "first_loss": self.first_loss,

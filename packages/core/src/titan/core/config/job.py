@@ -19,7 +19,8 @@ from typing import Any, Literal
 from titan.core.config.aliases import ConfigAlias
 from titan.core.errors import ConfigError
 
-_FALSY = (False, 0, 1, "", None, [], "none", "disabled")
+# Values of an unsupported torchtitan setting that ask for nothing (e.g. a degree of 1).
+_ASKS_NOTHING = (False, 0, 1, "", None, [], "none", "disabled", "steps")
 
 
 class JobConfig:
@@ -134,16 +135,16 @@ class _Resolver:
     def resolve(self, key: str, value: Any, from_cli: bool) -> tuple[str, Any] | None:
         alias = self.aliases.get(key)
         if alias is not None and key not in self._valid_keys():
-            if alias.ignore:
-                if value not in _FALSY:
-                    raise ConfigError(
-                        f"'{key} = {value!r}' is a torchtitan setting titan does not support "
-                        f"({alias.note}); remove it"
-                    )
+            if alias.unsupported and value not in _ASKS_NOTHING:
+                raise ConfigError(
+                    f"'{key} = {value!r}' is a torchtitan setting titan does not support "
+                    f"({alias.note}); remove it"
+                )
+            if alias.ignore or alias.unsupported:
                 self.notes.append(f"ignored torchtitan key {key} ({alias.note})")
                 return None
             if alias.activates:
-                if value is True or value not in _FALSY:
+                if value is True or (value not in _ASKS_NOTHING and value is not False):
                     self.plugins.append(alias.activates)
                     self.notes.append(f"{key} = true -> plugin '{alias.activates}'")
                 if alias.target is None:
@@ -170,17 +171,20 @@ class _Resolver:
                 "when that plugin is installed)"
             )
         if name not in self.fields[section]:
-            candidates = [*self._valid_keys(), *self.aliases]
-            close = difflib.get_close_matches(f"{section}.{name}", candidates, n=1, cutoff=0.5)
-            if not close:
-                close = difflib.get_close_matches(name, list(self.fields[section]), n=1)
-                close = [f"{section}.{c}" for c in close]
-            hint = (
-                f"did you mean '{close[0]}'?"
-                if close
-                else f"valid keys of [{section}]: " + ", ".join(self.fields[section])
-            )
-            raise ConfigError(f"unknown config key '{section}.{name}'; {hint}")
+            raise ConfigError(f"unknown config key '{section}.{name}'; {self._suggest(section, name)}")
+
+    def _suggest(self, section: str, name: str) -> str:
+        """The same key in another section, else the closest key of this section, else anywhere."""
+        elsewhere = [f"{s}.{name}" for s, fs in self.fields.items() if name in fs]
+        close = elsewhere or [
+            f"{section}.{c}" for c in difflib.get_close_matches(name, list(self.fields[section]), n=1)
+        ]
+        close = close or difflib.get_close_matches(
+            f"{section}.{name}", [*self._valid_keys(), *self.aliases], n=1, cutoff=0.6
+        )
+        if close:
+            return f"did you mean '{close[0]}'?"
+        return f"valid keys of [{section}]: " + ", ".join(self.fields[section])
 
 
 def _type_name(hint: Any) -> str:

@@ -85,11 +85,14 @@ class MetricsSection:
 class CheckpointSection:
     enable_checkpoint: bool = False
     folder: str = "checkpoint"
-    """Relative to job.dump_folder."""
+    """Relative to job.dump_folder; holds one step-<N> folder per checkpoint."""
     interval: int = 500
+    """Save every this many steps; the last step is always saved."""
     keep_latest_k: int = 0
     """Keep only the newest K checkpoints; 0 keeps all."""
     async_mode: Literal["disabled", "async"] = "disabled"
+    """async: copy the state to CPU memory and write it in a background thread
+    while training goes on; the checkpoint becomes visible once written."""
     load_step: int = -1
     """-1 resumes from the newest complete checkpoint."""
 
@@ -99,7 +102,15 @@ class ParallelismSection:
     data_parallel_shard_degree: int = -1
     """-1: all ranks not used by other dimensions."""
     data_parallel_replicate_degree: int = 1
+    """More than 1 with sharding: HSDP (shard within a group, replicate across groups)."""
     tensor_parallel_degree: int = 1
+    fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
+    """Free gathered weights after forward: default = every block but the last,
+    always = all (least memory), never = none (no all-gather in backward)."""
+    init_full_model_on_rank0: bool = True
+    """Initialise the whole model on rank 0's CPU and scatter it to the shards, so the
+    weights are the same for any number of ranks. Needs the full fp32 model in rank 0's
+    memory; set false for models that do not fit (each rank then initialises its own shards)."""
 
 
 @dataclass
@@ -108,12 +119,64 @@ class LaunchSection:
     """Processes per machine (--nproc); 0 means one per GPU, or 1 on a CPU machine."""
     nnodes: int = 1
     """Machines (--nnodes)."""
+    rdzv_endpoint: str = ""
+    """host:port every machine can reach (the first machine's), needed when nnodes > 1."""
+    rdzv_backend: str = "c10d"
+    """torchrun rendezvous backend (c10d: hosted by the first machine's agent)."""
+    rdzv_id: str = "titan"
+    """Job id shared by the machines of one run (use a unique one per concurrent run)."""
+    max_restarts: int = 0
+    """Times torchrun restarts all ranks after a failure (resume uses the newest checkpoint)."""
 
 
 @dataclass
 class PluginsSection:
     enabled: list[str] = field(default_factory=list)
     """Opt-in plugins to activate, as with --plugins (both lists are merged)."""
+
+
+@dataclass
+class DataSection:
+    """How documents are read, mixed and fed (docs/data.md). Sources are `training.dataset`."""
+
+    text_column: str = "text"
+    """Column holding each document's text (C4 and most corpora: text)."""
+    hub_config: str = ""
+    """Config of a Hugging Face Hub dataset (allenai/c4: en); `name:config` works too."""
+    sources: list[str] = field(default_factory=list)
+    """Datasets to mix (paths, hub names, s3:// URLs, sm-channel:NAME); replaces
+    training.dataset/dataset_path when set."""
+    weights: list[float] = field(default_factory=list)
+    """Sampling weight per source (normalised); empty means equal weights."""
+    text_columns: list[str] = field(default_factory=list)
+    """Text column per source, when the mixed sources differ; empty: text_column for all."""
+    text_sample_by: Literal["paragraph", "line", "document"] = "paragraph"
+    """How .txt files are cut into documents."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank (they tokenize); 0 tokenizes in the training process."""
+    pin_memory: bool = False
+    """Pin batches in page-locked memory (faster host-to-GPU copies; ignored without CUDA)."""
+
+
+@dataclass
+class ValidationSection:
+    """Validation loss every `eval_interval` steps (torchtitan's [validation])."""
+
+    enable: bool = False
+    eval_interval: int = 100
+    """Evaluate every this many steps (torchtitan: validation.freq)."""
+    steps: int = 10
+    """Batches per rank per evaluation; -1 evaluates the whole validation split."""
+    dataset: str = ""
+    """Empty: the validation split of the training dataset(s)."""
+    dataset_path: str = ""
+    """A file or folder (or hub name, s3:// URL, sm-channel:NAME) holding validation data."""
+    split: str = "validation"
+    """Split name: a hub split, or the word that marks validation files in a folder."""
+    local_batch_size: int = 0
+    """0: training.local_batch_size."""
+    seq_len: int = 0
+    """0: training.seq_len."""
 
 
 CORE_SECTIONS: dict[str, type] = {
@@ -127,4 +190,6 @@ CORE_SECTIONS: dict[str, type] = {
     "parallelism": ParallelismSection,
     "launch": LaunchSection,
     "plugins": PluginsSection,
+    "data": DataSection,
+    "validation": ValidationSection,
 }

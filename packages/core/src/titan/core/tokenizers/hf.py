@@ -1,4 +1,9 @@
-"""Hugging Face ``tokenizers`` files (tokenizer.json)."""
+"""Hugging Face ``tokenizers`` files (tokenizer.json), e.g. the Hub's Llama 3 and Llama 2 repos.
+
+BOS/EOS are looked up by their usual names because tokenizer.json has no
+field for them; titan adds them itself (``add_special_tokens=False``) so the
+same packing code works for every format.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,19 @@ EOS_CANDIDATES = ("<|end_of_text|>", "</s>", "<|endoftext|>", "[EOS]")
 
 
 class HFTokenizer:
+    """A Hugging Face fast tokenizer loaded from a tokenizer.json file."""
+
     def __init__(self, path: Path) -> None:
         from tokenizers import Tokenizer as _Tok
 
         try:
+            self.path = path
             self._tok = _Tok.from_file(str(path))
-        except Exception as exc:
-            raise ConfigError(f"'{path}' is not a valid tokenizer.json: {exc}") from None
+        except Exception as exc:  # tokenizers raises a bare Exception on parse errors
+            raise ConfigError(
+                f"'{path}' is not a valid tokenizer.json: {exc}; point model.tokenizer_path at "
+                "a tokenizer.json saved by Hugging Face tokenizers/transformers"
+            ) from None
         vocab = self._tok.get_vocab(with_added_tokens=True)
         self._vocab_size = max(vocab.values()) + 1
         self._bos = next((vocab[t] for t in BOS_CANDIDATES if t in vocab), None)

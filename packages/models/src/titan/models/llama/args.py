@@ -1,19 +1,27 @@
 """Llama hyper-parameters and the official flavors (torch-free, so listing is cheap).
 
-Values follow Meta's reference ``params.json`` files. Parameter counts are
-never typed in: ``titan models list`` builds each flavor on the meta device
-and counts.
+Values follow Meta's reference ``params.json`` files. Llama 2 and Llama 3
+differ only in these numbers (vocabulary, rope theta, grouped-query heads,
+FFN sizing), never in code. Parameter counts are never typed in:
+``titan models list`` builds each flavor on the meta device and counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """Llama 3.1 frequency-dependent RoPE scaling (long-context extension)."""
+    """Llama 3.1 frequency-dependent RoPE scaling (long-context extension).
+
+    Wavelengths longer than ``original_max_position_embeddings / low_freq_factor``
+    are stretched by ``factor``; those shorter than ``.../high_freq_factor`` are
+    kept; the band between is interpolated smoothly.
+    """
 
     factor: float = 8.0
     low_freq_factor: float = 1.0
@@ -57,6 +65,79 @@ class LlamaArgs:
     def with_vocab(self, vocab_size: int) -> LlamaArgs:
         return replace(self, vocab_size=vocab_size)
 
+    def architecture(self) -> dict[str, Any]:
+        """What fixes the weights' shapes and the forward math (not init, not max length).
+
+        Two args with equal architectures can load each other's checkpoints and
+        compute the same function.
+        """
+        return {
+            "dim": self.dim,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "kv_heads": self.kv_heads,
+            "vocab_size": self.vocab_size,
+            "ffn_hidden_dim": self.ffn_hidden_dim,
+            "norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (checkpoint folders store it as titan_model.json)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LlamaArgs:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, so typos do not pass silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown Llama args {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if data.get("rope_scaling") is not None:
+            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+        return cls(**data)
+
+
+LLAMA31_ROPE_SCALING = RopeScaling(
+    factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
+LLAMA31_MAX_SEQ_LEN = 131072
+
+_LLAMA3_8B = LlamaArgs(
+    dim=4096,
+    n_layers=32,
+    n_heads=32,
+    n_kv_heads=8,
+    ffn_dim_multiplier=1.3,
+    multiple_of=1024,
+    rope_theta=500000.0,
+)
+_LLAMA3_70B = LlamaArgs(
+    dim=8192,
+    n_layers=80,
+    n_heads=64,
+    n_kv_heads=8,
+    ffn_dim_multiplier=1.3,
+    multiple_of=4096,
+    rope_theta=500000.0,
+)
+_LLAMA3_405B = LlamaArgs(
+    dim=16384,
+    n_layers=126,
+    n_heads=128,
+    n_kv_heads=8,
+    ffn_dim_multiplier=1.2,
+    multiple_of=4096,
+    rope_theta=500000.0,
+)
+
+
+def _llama31(args: LlamaArgs) -> LlamaArgs:
+    """The Llama 3.1 variant of a Llama 3 size: same weights' shapes, 128K context via scaling."""
+    return replace(args, rope_scaling=LLAMA31_ROPE_SCALING, max_seq_len=LLAMA31_MAX_SEQ_LEN)
+
 
 LLAMA3_FLAVORS: dict[str, LlamaArgs] = {
     "debug": LlamaArgs(
@@ -69,33 +150,12 @@ LLAMA3_FLAVORS: dict[str, LlamaArgs] = {
         rope_theta=500000.0,
         max_seq_len=2048,
     ),
-    "8B": LlamaArgs(
-        dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        ffn_dim_multiplier=1.3,
-        multiple_of=1024,
-        rope_theta=500000.0,
-    ),
-    "70B": LlamaArgs(
-        dim=8192,
-        n_layers=80,
-        n_heads=64,
-        n_kv_heads=8,
-        ffn_dim_multiplier=1.3,
-        multiple_of=4096,
-        rope_theta=500000.0,
-    ),
-    "405B": LlamaArgs(
-        dim=16384,
-        n_layers=126,
-        n_heads=128,
-        n_kv_heads=8,
-        ffn_dim_multiplier=1.2,
-        multiple_of=4096,
-        rope_theta=500000.0,
-    ),
+    "8B": _LLAMA3_8B,
+    "70B": _LLAMA3_70B,
+    "405B": _LLAMA3_405B,
+    "3.1-8B": _llama31(_LLAMA3_8B),
+    "3.1-70B": _llama31(_LLAMA3_70B),
+    "3.1-405B": _llama31(_LLAMA3_405B),
 }
 
 LLAMA2_FLAVORS: dict[str, LlamaArgs] = {

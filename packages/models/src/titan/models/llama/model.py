@@ -35,12 +35,21 @@ def _scale_freqs(freqs: torch.Tensor, s: RopeScaling) -> torch.Tensor:
 def precompute_freqs_cis(
     head_dim: int, end: int, theta: float, scaling: RopeScaling | None = None
 ) -> torch.Tensor:
-    """Complex rotations ``e^{i * pos * freq}``, shape (end, head_dim // 2)."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    """Complex rotations ``e^{i * pos * freq}``, shape (end, head_dim // 2).
+
+    Always computed on the CPU in float32 (as Hugging Face does), whatever the
+    default device: the values then do not depend on the accelerator, and on
+    the meta device ``float ** tensor`` would import torch's Python
+    decompositions (about 4 s) just to describe a model.
+    """
+    cpu = torch.device("cpu")
+    exponents = torch.arange(0, head_dim, 2, device=cpu)[: head_dim // 2].float() / head_dim
+    freqs = 1.0 / (theta**exponents)
     if scaling is not None:
         freqs = _scale_freqs(freqs, scaling)
-    t = torch.arange(end, device=freqs.device, dtype=torch.float32)
-    return torch.polar(torch.ones(end, head_dim // 2), torch.outer(t, freqs))
+    t = torch.arange(end, device=cpu, dtype=torch.float32)
+    angles = torch.outer(t, freqs)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rotary_emb(
@@ -144,18 +153,26 @@ class Transformer(nn.Module):
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.args = args
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        # An explicit (empty) weight skips nn.Embedding's own normal_ init: init_weights
+        # does it, and normal_ on the meta device costs seconds of imports.
+        self.tok_embeddings = nn.Embedding(
+            args.vocab_size, args.dim, _weight=torch.empty(args.vocab_size, args.dim)
+        )
         self.layers = nn.ModuleDict(
             {str(i): TransformerBlock(i, args) for i in range(args.n_layers)}
         )
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         # Not saved in checkpoints: recomputed by init_weights after materialisation.
-        self.register_buffer("freqs_cis", self._freqs_cis(), persistent=False)
+        default_device = torch.empty(0).device  # the device of an enclosing torch.device(...)
+        self.register_buffer("freqs_cis", self._freqs_cis(default_device), persistent=False)
 
-    def _freqs_cis(self) -> torch.Tensor:
+    def _freqs_cis(self, device: torch.device) -> torch.Tensor:
         a = self.args
-        return precompute_freqs_cis(a.head_dim, a.max_seq_len * 2, a.rope_theta, a.rope_scaling)
+        end = a.max_seq_len * 2
+        if device.type == "meta":  # only the shape matters until init_weights
+            return torch.empty(end, a.head_dim // 2, dtype=torch.complex64, device=device)
+        return precompute_freqs_cis(a.head_dim, end, a.rope_theta, a.rope_scaling).to(device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.tok_embeddings(tokens)
@@ -166,8 +183,7 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def init_weights(self, buffer_device: torch.device | None = None) -> None:
         """Initialise every weight (after ``to_empty``), as the reference training recipe does."""
-        with torch.device(buffer_device or self.freqs_cis.device):
-            self.freqs_cis = self._freqs_cis()
+        self.freqs_cis = self._freqs_cis(buffer_device or self.freqs_cis.device)
         nn.init.normal_(self.tok_embeddings.weight)
         for layer in self.layers.values():
             layer.init_weights()

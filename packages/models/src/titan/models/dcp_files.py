@@ -1,0 +1,85 @@
+"""titan's checkpoint format on disk: a torch.distributed.checkpoint (DCP) folder.
+
+The model's weights live under the state key ``"model"`` (as
+``titan.core.checkpoint`` writes them), so ``titan run`` loads a converted
+checkpoint with ``checkpoint.initial_load_path`` and can read just the model
+out of any training checkpoint. A converted folder also holds
+``titan_model.json``: the model family, the matching flavor if any, and the
+full args, which is what ``titan convert titan-to-hf`` needs to write a
+``config.json`` and what ``--model.flavor=<folder>/titan_model.json`` trains.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from titan.models.errors import ConversionError
+
+MODEL_KEY = "model"
+MODEL_FILE = "titan_model.json"
+FORMAT = "titan-model/1"
+
+
+def save_model(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write ``state`` as the ``"model"`` entry of a single-process DCP checkpoint."""
+    import torch.distributed.checkpoint as dcp
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dcp.save({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / ".metadata").is_file()
+
+
+def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Only the model weights of a DCP checkpoint (optimizer and other states are skipped).
+
+    Tensors are allocated from the checkpoint's own metadata, so no model
+    needs to be built; a checkpoint written by N ranks reads in one process.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    if not is_checkpoint(folder):
+        raise ConversionError(
+            f"'{folder}' is not a titan (DCP) checkpoint (no .metadata file); pass a folder "
+            "written by `titan convert hf-to-titan` or a <dump_folder>/checkpoint/step-N folder"
+        )
+    metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    prefix = MODEL_KEY + "."
+    state = {
+        key[len(prefix) :]: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+        for key, meta in metadata.state_dict_metadata.items()
+        if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+    if not state:
+        raise ConversionError(
+            f"checkpoint '{folder}' holds no model weights (no '{MODEL_KEY}.*' entries)"
+        )
+    dcp.load({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
+    return {k: v.to(dtype) if dtype is not None else v for k, v in state.items()}
+
+
+def write_model_file(folder: Path, family: str, flavor: str | None, args: Any, **extra: Any) -> Path:
+    path = folder / MODEL_FILE
+    body = {"format": FORMAT, "family": family, "flavor": flavor, "args": args.to_dict(), **extra}
+    path.write_text(json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def read_model_file(folder: Path) -> dict[str, Any] | None:
+    """The parsed ``titan_model.json`` of ``folder``, or None when there is none."""
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise ConversionError(
+            f"'{path}' has format {data.get('format')!r}, expected {FORMAT!r}; "
+            "re-run `titan convert hf-to-titan`"
+        )
+    return data

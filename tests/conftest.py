@@ -1,0 +1,9 @@
+"""Shared test setup: keep CPU runs quiet and bounded on the 2-core CI machine."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

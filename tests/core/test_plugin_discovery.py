@@ -1,0 +1,117 @@
+"""Plugins come through the `titan.plugins` entry-point group, ours and third parties' alike."""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from titan.core import hookimpl, plugins
+from titan.core.errors import PluginError
+from titan.core.plugins import load_plugins
+
+
+def test_installed_third_party_distribution_is_discovered() -> None:
+    """examples/plugins/titan-csvlog is installed in the dev environment like any package."""
+    host = load_plugins()
+    info = host.infos["csvlog"]
+    assert info.distribution == "titan-example-csvlog"
+    assert info.version == "0.1.0"
+    assert info.module == "titan_csvlog.plugin"
+    assert set(info.hooks) == {"titan_config_sections", "titan_log_metrics"}
+    assert not info.autoload
+
+
+def test_our_own_plugins_use_the_same_door() -> None:
+    host = load_plugins()
+    assert host.infos["compile"].distribution == "titan-optims"
+    assert host.infos["llama"].distribution == "titan-models"
+    assert host.infos["local"].distribution == "titan-backends"
+    assert host.infos["jsonl"].autoload and host.infos["jsonl"].distribution == "titan-core"
+
+
+def test_activation_autoload_opt_in_and_blocking() -> None:
+    host = load_plugins()
+    active = host.activate([])
+    assert "jsonl" in active and "compile" not in active and "csvlog" not in active
+    active = host.activate(["csvlog", "no:tensorboard"])
+    assert "csvlog" in active and "tensorboard" not in active
+
+
+def test_inactive_plugins_do_not_receive_runtime_hooks(tmp_path) -> None:
+    host = load_plugins()
+    host.activate([])
+    config = types.SimpleNamespace(
+        job=types.SimpleNamespace(dump_folder=str(tmp_path)),
+        csvlog=types.SimpleNamespace(file="m.csv"),
+        metrics=types.SimpleNamespace(enable_tensorboard=False),
+        training=types.SimpleNamespace(steps=1),
+    )
+    host.hook.titan_log_metrics(step=1, metrics={"loss": 1.0}, config=config)
+    assert (tmp_path / "metrics.jsonl").exists()
+    assert not (tmp_path / "m.csv").exists()
+    host.activate(["csvlog"])
+    host.hook.titan_log_metrics(step=2, metrics={"loss": 0.5}, config=config)
+    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "step,loss"
+
+
+def test_unknown_plugin_name() -> None:
+    host = load_plugins()
+    with pytest.raises(PluginError, match=r"unknown plugin 'nope'.*available plugins: .*compile"):
+        host.activate(["nope"])
+
+
+def test_requested_and_blocked_is_an_error() -> None:
+    host = load_plugins()
+    with pytest.raises(PluginError, match="both requested and blocked"):
+        host.activate(["csvlog", "no:csvlog"])
+
+
+def _fake_entry_point(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> None:
+    sys.modules[module.__name__] = module
+    real = plugins.entry_points
+
+    def entry_points(group: str):
+        eps = list(real(group=group))
+        return [*eps, EntryPoint(name="broken", value=module.__name__, group=group)]
+
+    monkeypatch.setattr(plugins, "entry_points", entry_points)
+
+
+def test_hook_with_wrong_arguments_is_rejected_at_registration(monkeypatch) -> None:
+    module = types.ModuleType("titan_test_bad_args")
+
+    @hookimpl
+    def titan_log_metrics(step, metrics, config, colour):  # 'colour' is not in the spec
+        pass
+
+    module.titan_log_metrics = titan_log_metrics
+    _fake_entry_point(monkeypatch, module)
+    with pytest.raises(PluginError, match=r"plugin 'broken'.*invalid hook.*colour"):
+        load_plugins()
+
+
+def test_hook_titan_does_not_define_is_rejected(monkeypatch) -> None:
+    module = types.ModuleType("titan_test_unknown_hook")
+
+    @hookimpl
+    def titan_on_lunch_break(trainer):
+        pass
+
+    module.titan_on_lunch_break = titan_on_lunch_break
+    _fake_entry_point(monkeypatch, module)
+    with pytest.raises(PluginError, match="titan_on_lunch_break"):
+        load_plugins()
+
+
+def test_plugin_that_fails_to_import(monkeypatch) -> None:
+    real = plugins.entry_points
+    monkeypatch.setattr(
+        plugins,
+        "entry_points",
+        lambda group: [*real(group=group), EntryPoint("ghost", "titan_no_such_module", group)],
+    )
+    with pytest.raises(PluginError, match=r"plugin 'ghost'.*failed to import titan_no_such_module"):
+        load_plugins()
