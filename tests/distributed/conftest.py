@@ -1,7 +1,16 @@
-"""Helpers for the distributed tests: running `titan` as a user would, and a parity corpus.
+"""Fixtures for the distributed tests: running `titan run` as a user would, and shared runs.
 
-Every run goes through the real CLI in a subprocess (``python -m titan.core.cli``),
-so the local backend, torchrun and the per-rank entry point are all exercised.
+Every run goes through the real CLI in a subprocess (``python -m titan.core.cli run``),
+so the local backend, torchrun, the per-rank entry point and DCP are all exercised.
+
+Exactness: the runs are fp32 eager on CPU (bitwise reproducible), without gradient
+clipping (a sharded gradient norm is summed in another order, which would change the
+clipped gradients in the last bit) and with a constant LR after warmup (so a run that
+stops at step 10 and one that goes to 20 share their schedule). The corpus has one
+training window per document (see :func:`write_one_window_corpus`), so two ranks with
+``local_batch_size=1`` see per step exactly the two micro-batches that one process sees
+with gradient accumulation over the same global batch of 2; that one process is the
+reference every distributed run is compared with.
 """
 
 from __future__ import annotations
@@ -9,25 +18,22 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-# Tiny and exact: the debug model, fp32 (bitwise-reproducible eager math on CPU),
-# no gradient clipping (its norm is summed in a different order when sharded,
-# which would change the clipped gradients in the last bit).
-TINY = [
-    "--model.flavor=debug",
-    "--training.seq_len=32",
-    "--training.mixed_precision_param=float32",
-    "--training.max_norm=0",
-    "--lr_scheduler.warmup_steps=2",
-    "--metrics.log_freq=1",
-]
-
 SEQ_LEN = 32
+REFERENCE_STEPS = 20
+WORDS = (
+    "the and to of you my that in is not with me it for be his your this but he have as "
+    "thou so him will what by thy all her do no shall if are we our on lord now good from "
+    "at they come o sir more let"
+)
 
 
 def titan_env() -> dict[str, str]:
@@ -41,7 +47,7 @@ def titan_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "titan.core.cli", "run", *args]
 
 
-def run_titan(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_titan(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     """Run ``titan run ARGS`` to completion; fail the test with its output if it fails."""
     proc = subprocess.run(
         titan_cmd(*args), env=titan_env(), capture_output=True, text=True, timeout=timeout
@@ -51,32 +57,29 @@ def run_titan(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return proc
 
 
-def losses(dump_folder: Path) -> dict[int, float]:
-    """step -> loss from the run's metrics.jsonl (the last record per step wins)."""
+def read_losses(dump_folder: Path, skip_lines: int = 0) -> dict[int, float]:
+    """step -> loss from the run's metrics.jsonl, ignoring its first ``skip_lines`` records."""
     out: dict[int, float] = {}
-    for line in (dump_folder / "metrics.jsonl").read_text().splitlines():
+    lines = (dump_folder / "metrics.jsonl").read_text().splitlines()[skip_lines:]
+    for line in lines:
         rec = json.loads(line)
         out[rec["step"]] = rec["loss"]
     return out
 
 
-def write_one_window_corpus(path: Path, n_docs: int = 400, seq_len: int = SEQ_LEN) -> Path:
+def write_one_window_corpus(path: Path, n_docs: int = 200, seq_len: int = SEQ_LEN) -> Path:
     """A JSON-lines corpus whose every document tokenizes to exactly one training window.
 
     Each document is BOS + ``seq_len - 1`` single-token words + EOS = ``seq_len + 1``
-    tokens, so packing never mixes documents and sample i is document i. Data-parallel
+    tokens, so packing never joins documents and sample i is document i. Data-parallel
     ranks take documents round-robin, so with ``local_batch_size=1`` two ranks see
-    documents (0, 1), (2, 3)... per step: exactly the two micro-batches one process sees
-    with gradient accumulation over the same global batch of 2.
+    documents (0, 1), (2, 3)... per step, as one process does with 2 micro-batches.
     """
     from titan.core.tokenizers import load_tokenizer
 
     tok = load_tokenizer("")
-    vocab = [w for w in ("the and to of you my that in is not with me it for be his your this but "
-                         "he have as thou so him will what by thy all her do no shall if are we "
-                         "our on lord now good from at they come o sir more let").split()]
-    words = [w for w in vocab if len(tok.encode(" " + w)) == 1]
-    assert len(words) >= 20, f"too few single-token words: {words}"
+    words = [w for w in WORDS.split() if len(tok.encode(" " + w)) == 1]
+    assert len(words) >= 20, f"too few single-token words in the bundled tokenizer: {words}"
     rng = random.Random(1234)
     lines = []
     for _ in range(n_docs):
@@ -88,6 +91,90 @@ def write_one_window_corpus(path: Path, n_docs: int = 400, seq_len: int = SEQ_LE
     return path
 
 
+@dataclass
+class Run:
+    dump: Path
+    losses: dict[int, float]
+    stderr: str
+
+
 @pytest.fixture(scope="session")
-def one_window_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
+def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Overrides shared by every run that is compared bitwise with the reference."""
+    corpus = write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
+    return [
+        "--model.flavor=debug",
+        f"--training.seq_len={SEQ_LEN}",
+        "--training.local_batch_size=1",
+        "--training.global_batch_size=2",
+        f"--training.dataset_path={corpus}",
+        "--training.mixed_precision_param=float32",
+        "--training.max_norm=0",
+        "--lr_scheduler.warmup_steps=2",
+        "--lr_scheduler.decay_type=none",
+        "--metrics.log_freq=1",
+    ]
+
+
+@pytest.fixture(scope="session")
+def run_exact(exact_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> Callable:
+    """``run_exact(name, *more_args, dump=None)`` -> :class:`Run`, in a fresh or given folder."""
+
+    def run(name: str, *more: str, dump: Path | None = None) -> Run:
+        dump = dump or tmp_path_factory.mktemp(name)
+        before = 0
+        if (dump / "metrics.jsonl").exists():
+            before = len((dump / "metrics.jsonl").read_text().splitlines())
+        proc = run_titan(*exact_args, f"--job.dump_folder={dump}", *more)
+        return Run(dump, read_losses(dump, skip_lines=before), proc.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def reference(run_exact: Callable) -> Run:
+    """One process, gradient accumulation over 2 micro-batches, 20 steps straight."""
+    return run_exact("reference", f"--training.steps={REFERENCE_STEPS}")
+
+
+@pytest.fixture(scope="session")
+def fsdp_two_ranks(run_exact: Callable) -> Run:
+    """Two FSDP2 ranks through torchrun, 10 steps, checkpoint at the end (step-10)."""
+    return run_exact(
+        "fsdp2",
+        "--backend=local",
+        "--nproc=2",
+        "--training.steps=10",
+        "--checkpoint.enable_checkpoint=true",
+        "--checkpoint.interval=10",
+    )
+
+
+@pytest.fixture
+def titan_process(tmp_path: Path) -> Callable:
+    """Start ``titan run ARGS`` in the background, in its own session (like a terminal job).
+
+    Its output goes to ``proc.log`` (a file: a pipe nobody reads could fill up and
+    block the run). Killed at teardown if still alive.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = tmp_path / f"titan-{len(started)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                titan_cmd(*args),
+                env=titan_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # signals sent by the test reach only this run
+            )
+        proc.log = log  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

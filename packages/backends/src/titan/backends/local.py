@@ -1,72 +1,194 @@
-"""local: run on this machine, in-process for one process, through torchrun for more."""
+"""local: run on this machine (or a few, with torchrun's rendezvous); in-process for one process.
+
+One process on one machine trains inside the ``titan`` process itself (no
+launcher, fastest start, plain tracebacks). Anything more goes through
+torchrun (``python -m torch.distributed.run``), which starts ``--nproc``
+ranks per machine, each running ``python -m titan.core.train
+<dump_folder>/job_config.toml``. Several machines meet at a c10d rendezvous:
+run the same command on each with ``--nnodes N`` and
+``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md).
+
+Ctrl-C (SIGINT) or SIGTERM to ``titan`` is passed to torchrun, which passes
+it to every rank and kills those that do not stop within its grace period;
+torchrun runs in its own session so that it receives the signal exactly
+once, and it is told to die with ``titan`` if ``titan`` is killed outright.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from titan.core import hookimpl
-from titan.core.launch import Job
+from titan.core.errors import ConfigError
+from titan.core.launch import CONFIG_FILE_NAME, Job
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
 
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def default_nproc() -> int:
     """One process per visible GPU, or 1 on a CPU-only machine."""
-    import torch
+    return gpu_count() or 1
 
-    return torch.cuda.device_count() or 1
+
+def rank_env(nproc: int, gpus: int) -> dict[str, str]:
+    """Environment for the ranks: on CPU, split the cores between them and stop OpenMP spinning.
+
+    OpenMP threads busy-wait between parallel regions; ranks sharing cores
+    then slow each other down (up to 1.5x here). Values already set win.
+    """
+    env = dict(os.environ)
+    if gpus == 0:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # rank output interleaves line by line, in order
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if ``titan`` dies (Linux), so no orphaned run goes on."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _dry_run_note(job: Job, what: str) -> None:
+    """Say what would run; the command goes to stdout alone, for scripts."""
+    _console.print(
+        f"dry run: would train {what}; nothing is written: at launch the command reads "
+        f"{job.dump_folder / CONFIG_FILE_NAME} (what `titan config show` prints for the same "
+        "arguments)"
+    )
 
 
 @dataclass
 class LocalBackend:
     name: str = "local"
-    description: str = "this machine: in-process for 1 process, torchrun for more"
+    description: str = (
+        "this machine: in-process for 1 process, torchrun for more (or several machines)"
+    )
 
-    def command(self, job: Job, nproc: int) -> list[str]:
+    def nproc(self, job: Job) -> int:
         launch = job.config.launch
-        config_path = job.dump_folder / "job_config.toml"
-        return [
+        nproc = launch.nproc_per_node or default_nproc()
+        gpus = gpu_count()
+        if gpus and nproc > gpus:
+            raise ConfigError(
+                f"--nproc {nproc} but this machine has {gpus} GPU(s); one rank needs one GPU, "
+                f"so pass --nproc {gpus} or less (or hide the GPUs with CUDA_VISIBLE_DEVICES= "
+                "to run on CPU)"
+            )
+        return nproc
+
+    def command(self, job: Job, nproc: int, config_path: Path | None = None) -> list[str]:
+        """The torchrun command line every machine runs."""
+        launch = job.config.launch
+        config_path = config_path or job.dump_folder / CONFIG_FILE_NAME
+        if launch.nnodes > 1 and not launch.rdzv_endpoint:
+            raise ConfigError(
+                f"--nnodes {launch.nnodes} needs a rendezvous address all machines can reach: "
+                "pass --launch.rdzv_endpoint=HOST:PORT (the first machine's) on every machine"
+            )
+        if launch.max_restarts < 0:
+            raise ConfigError("launch.max_restarts must be 0 or more")
+        cmd = [
             sys.executable,
             "-m",
             "torch.distributed.run",
             f"--nproc-per-node={nproc}",
             f"--nnodes={launch.nnodes}",
-            "--standalone" if launch.nnodes == 1 else "--rdzv-backend=c10d",
-            *job.train_command(config_path)[1:],
         ]
+        if launch.rdzv_endpoint:
+            cmd += [
+                f"--rdzv-backend={launch.rdzv_backend}",
+                f"--rdzv-endpoint={launch.rdzv_endpoint}",
+                f"--rdzv-id={launch.rdzv_id}",
+            ]
+        else:  # one machine: torchrun picks a free port itself, so runs never collide
+            cmd.append("--standalone")
+        if launch.max_restarts:
+            cmd.append(f"--max-restarts={launch.max_restarts}")
+        return [*cmd, *job.train_command(config_path)[1:]]
 
     def launch(self, job: Job, dry_run: bool) -> int:
         launch = job.config.launch
-        nproc = launch.nproc_per_node or default_nproc()
+        nproc = self.nproc(job)
         if nproc == 1 and launch.nnodes == 1:
-            if dry_run:
-                _console.print(
-                    f"dry run: would train in this process; config:\n{job.effective_toml()}"
-                )
-                return 0
-            job.write_config()
-            from titan.core.train import run_training
-
-            run_training(job)
-            return 0
+            return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)
         if dry_run:
-            print(shlex.join(cmd))
+            _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
+            print(shlex.join(cmd), flush=True)
             return 0
         job.write_config()
-        env = dict(os.environ)
-        if default_nproc() == 1:  # CPU ranks: one thread each, no spinning (see docs)
-            env.setdefault("OMP_NUM_THREADS", "1")
-            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        return subprocess.call(cmd, env=env)
+        return run_torchrun(cmd, rank_env(nproc, gpu_count()))
+
+    def _in_process(self, job: Job, dry_run: bool) -> int:
+        if dry_run:
+            _dry_run_note(job, "one process, inside titan itself; the same run as a command")
+            print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)
+            return 0
+        job.write_config()
+        from titan.core.train import run_training
+
+        run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
+        return 0
+
+
+def run_torchrun(cmd: list[str], env: dict[str, str]) -> int:
+    """Run torchrun until it exits; pass SIGINT/SIGTERM on to it. Returns its exit code."""
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,  # the terminal's Ctrl-C reaches titan only; titan passes it on
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    last_forwarded = 0.0
+
+    def forward(signum: int, _frame: Any) -> None:
+        # One Ctrl-C often arrives twice (from the terminal and again from a wrapper
+        # such as `uv run`); a second signal would cut torchrun's orderly shutdown
+        # short, so repeats within a second are dropped. A later Ctrl-C is passed on.
+        nonlocal last_forwarded
+        now = time.monotonic()
+        if proc.poll() is None and now - last_forwarded > 1.0:
+            proc.send_signal(signum)
+        last_forwarded = last_forwarded if now - last_forwarded <= 1.0 else now
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if last_forwarded:
+        _console.print("interrupted: all ranks stopped")
+        return INTERRUPTED
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 @hookimpl

@@ -20,6 +20,7 @@ only DCP's own metadata classes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import io
@@ -28,6 +29,7 @@ import pickle
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ import torch.distributed.checkpoint as dcp
 from titan.core.errors import ConfigError, TitanError
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
@@ -136,7 +139,9 @@ class _MetadataUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         if module.startswith("torch.distributed.checkpoint."):
             obj = super().find_class(module, name)
-            if isinstance(obj, type) and (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+            if isinstance(obj, type) and (
+                dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)
+            ):
                 return obj
         raise pickle.UnpicklingError(
             f"checkpoint metadata refers to {module}.{name}, which is not DCP metadata; "
@@ -176,6 +181,25 @@ def read_metadata(path: Path) -> Metadata:
 def saved_keys(path: Path) -> set[str]:
     """Flattened keys (``model.layers.0.attention.wq.weight``...) stored in a checkpoint."""
     return set(read_metadata(path).state_dict_metadata)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a load error: DCP wraps each rank's traceback into one long message."""
+    if isinstance(exc, CheckpointException) and exc.failures:
+        exc = next(iter(exc.failures.values()))[0]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "unsupported global" in line.lower():  # weights_only refused a class: name it
+            return f"it stores a {line.split('GLOBAL', 1)[-1].split()[0]} object ({line[:200]})"
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns on every call without a process group; one process is a normal case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to.*single process")
+        yield
 
 
 # --- the folder ----------------------------------------------------------------
@@ -239,8 +263,10 @@ class CheckpointManager:
         interval: int,
         keep_latest_k: int = 0,
         async_mode: str = "disabled",
+        initial_load_path: str = "",
     ) -> None:
         self.folder = folder
+        self.initial_load_path = initial_load_path
         self.states = states
         self.enabled = enabled
         self.interval = interval
@@ -258,7 +284,7 @@ class CheckpointManager:
     def load(self, step: int = -1) -> int:
         """Restore the states from checkpoint ``step`` (-1: newest). Returns the step, 0 if none."""
         if not self.enabled:
-            return 0
+            return self._load_initial()
         self._remove_unfinished()
         found = dict(complete_checkpoints(self.folder))
         if not found:
@@ -267,7 +293,7 @@ class CheckpointManager:
                     f"checkpoint.load_step is {step} but '{self.folder}' holds no complete "
                     "checkpoint; set checkpoint.load_step = -1 or fix checkpoint.folder"
                 )
-            return 0
+            return self._load_initial()
         chosen = max(found) if step == -1 else step
         if chosen not in found:
             raise ConfigError(
@@ -275,20 +301,38 @@ class CheckpointManager:
                 f"{', '.join(map(str, sorted(found)))}); set checkpoint.load_step"
             )
         path = found[chosen]
-        to_load = self._loadable_states(path)
         try:
-            dcp.load(
-                to_load,
-                storage_reader=SafeFileSystemReader(str(path)),
-                planner=SafeLoadPlanner(),
-            )
-        except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"checkpoint '{path}' is unsafe to load: {exc}") from None
+            to_load = self._loadable_states(path)
+            with _quiet_single_process():
+                dcp.load(
+                    to_load,
+                    storage_reader=SafeFileSystemReader(str(path)),
+                    planner=SafeLoadPlanner(),
+                    no_dist=not _distributed(),
+                )
+        except (pickle.UnpicklingError, CheckpointException) as exc:
+            raise CheckpointError(
+                f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
+                "(another model or plugins?), is damaged, or holds objects that are not plain "
+                "data; point checkpoint.folder elsewhere or set checkpoint.load_step to another step"
+            ) from None
         self.loaded_from = path
         return chosen
 
+    def _load_initial(self) -> int:
+        """Only the model weights of ``initial_load_path`` (a converted HF model); step 0."""
+        if self.initial_load_path:
+            reader = SafeFileSystemReader(str(self.initial_load_path))
+            model = {"model": self.states["model"]}
+            dcp.load(model, storage_reader=reader, planner=SafeLoadPlanner())
+        return 0
+
     def _loadable_states(self, path: Path) -> dict[str, Any]:
-        """The states this checkpoint holds; a clear error for missing required ones."""
+        """The states this checkpoint holds; a clear error for missing required ones.
+
+        Optional states it lacks (a plugin's, or a rank-local state saved with
+        another rank layout) are listed in ``skipped_states`` for the caller.
+        """
         keys = saved_keys(path)
         tops = {k.split(".", 1)[0] for k in keys}
         to_load: dict[str, Any] = {}
@@ -308,13 +352,6 @@ class CheckpointManager:
                 self.skipped_states.append(name)
                 continue
             to_load[name] = obj
-        if self.skipped_states and _is_main():
-            warnings.warn(
-                f"checkpoint '{path}' has no state for {', '.join(self.skipped_states)} on this "
-                "rank layout; those start fresh (a data loader restarts its stream when the "
-                "number of data-parallel ranks changed)",
-                stacklevel=3,
-            )
         return to_load
 
     def _remove_unfinished(self) -> None:
@@ -339,12 +376,17 @@ class CheckpointManager:
             tmp.mkdir(parents=True, exist_ok=True)
         _barrier()
         if self.async_mode == "async" and not last:
-            future = dcp.async_save(
-                self.states, checkpoint_id=str(tmp), process_group=self._async_group
-            )
+            with _quiet_single_process():
+                future = dcp.async_save(
+                    self.states,
+                    checkpoint_id=str(tmp),
+                    process_group=self._async_group,
+                    no_dist=not _distributed(),
+                )
             self._pending = (step, future)
             return final
-        dcp.save(self.states, checkpoint_id=str(tmp))
+        with _quiet_single_process():
+            dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
         self._publish(step)
         return final
 

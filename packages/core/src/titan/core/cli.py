@@ -211,7 +211,7 @@ def models_list() -> None:
                 _human(n),
                 *(
                     str(getattr(args, a, ""))
-                    for a in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size")
+                    for a in ("dim", "n_layers", "n_heads", "kv_heads", "vocab_size")
                 ),
             )
     out.print(table)

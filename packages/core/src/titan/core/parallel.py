@@ -103,15 +103,12 @@ def init_parallel(dp_replicate: int, dp_shard: int, tp: int) -> ParallelDims:
     return ParallelDims(world_size, rank, local_rank, dp_replicate, dp_shard, tp, device, mesh)
 
 
-def shutdown_parallel(clean: bool = True) -> None:
-    """Leave the process group.
+def shutdown_parallel() -> None:
+    """Leave the process group after a finished run.
 
-    After a normal run all ranks meet at a barrier first: without it gloo
-    sometimes aborts one rank at teardown. After an error (or Ctrl-C) the
-    other ranks may be gone or stuck elsewhere: a barrier would hang, and a
-    teardown without one may abort the process before the error is printed,
-    so the group is left to the process exit.
+    All ranks meet at a barrier first: without it gloo sometimes aborts one
+    rank at teardown ("terminate called without an active exception").
     """
-    if clean and dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -30,10 +30,13 @@ def import_object(path: str) -> Any:
     return obj
 
 
-def _unknown(kind: str, name: str, known: list[str], fix: str) -> ConfigError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return ConfigError(f"unknown {kind} '{name}'; {hint}available: {', '.join(known)} ({fix})")
+def _unknown(kind: str, name: str, known: list[str], fix: str, where: str = "") -> ConfigError:
+    by_lower = {k.lower(): k for k in known}  # '8b' should find '8B'
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
+    return ConfigError(
+        f"unknown {kind} '{name}'{where}; {hint}available: {', '.join(known)} ({fix})"
+    )
 
 
 ARGS_FILE_SUFFIX = ".json"
@@ -71,8 +74,8 @@ class ModelFamily:
             return self._args_from_file(Path(name))
         fix = "set model.flavor"
         if self.args_from_dict:
-            fix += " (or to the path of a titan_model.json, e.g. from `titan convert hf-to-titan`)"
-        raise _unknown(f"flavor for model '{self.name}'", name, list(self.flavors), fix)
+            fix += " to one of them or to a titan_model.json from `titan convert hf-to-titan`"
+        raise _unknown("flavor", name, list(self.flavors), fix, f" for model '{self.name}'")
 
     def _args_from_file(self, path: Path) -> Any:
         if not path.is_file():
@@ -87,7 +90,7 @@ class ModelFamily:
             raise ConfigError(
                 f"model.flavor file '{path}' does not hold valid '{self.name}' args "
                 f"({type(exc).__name__}: {exc}); write it with `titan convert hf-to-titan` "
-                "or fix its \"args\" entry"
+                'or fix its "args" entry'
             ) from None
 
 

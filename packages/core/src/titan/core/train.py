@@ -7,6 +7,7 @@ in-process for single-process runs.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,19 @@ from titan.core.launch import Job, prepare_job
 
 
 def run_training(job: Job) -> dict[str, Any]:
-    """Build the trainer for ``job`` and train; always leaves the process group cleanly."""
+    """Build the trainer for ``job`` and train, then leave the process group.
+
+    Only a run that finished leaves it (all ranks meet at a barrier first); after
+    an error or Ctrl-C the other ranks may be gone, so the group is left to the
+    process exit rather than to a barrier that could hang.
+    """
     from titan.core.quiet import quiet_library_noise
 
     quiet_library_noise()
     from titan.core.parallel import shutdown_parallel
     from titan.core.trainer import Trainer
 
-    try:
-        result = Trainer(job).train()
-    except BaseException:
-        shutdown_parallel(clean=False)
-        raise
+    result = Trainer(job).train()
     shutdown_parallel()
     return result
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except TitanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C, passed on by torchrun: stop quietly, no traceback
+        print(f"rank {os.environ.get('RANK', '0')}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

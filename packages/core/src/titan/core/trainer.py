@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +21,37 @@ from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
 from titan.core.parallel import ParallelDims, init_parallel
-from titan.core.tokenizers import load_tokenizer
+from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
 
 class TrainState:
-    """Step counter and RNG state, saved with every checkpoint.
+    """Step counter, sequences consumed and RNG state, saved with every checkpoint.
 
     Everything is a tensor, so the checkpoint holds no pickled Python
     objects. Every rank is seeded alike and draws the same random numbers,
     so one copy of the RNG state (DCP keeps one for replicated tensors)
-    restores all ranks, whatever their number.
+    restores all ranks, whatever their number. ``samples`` (sequences over
+    all ranks) lets a resume with another number of ranks find its place in
+    the data.
     """
 
     def __init__(self) -> None:
         self.step = 0
+        self.samples = 0
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"step": torch.tensor(self.step, dtype=torch.int64), "rng_cpu": torch.get_rng_state()}
+        state = {
+            "step": torch.tensor(self.step, dtype=torch.int64),
+            "samples": torch.tensor(self.samples, dtype=torch.int64),
+            "rng_cpu": torch.get_rng_state(),
+        }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        self.samples = int(state["samples"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["rng_cuda"])
@@ -108,6 +117,7 @@ class Trainer:
             interval=c.checkpoint.interval,
             keep_latest_k=c.checkpoint.keep_latest_k,
             async_mode=c.checkpoint.async_mode,
+            initial_load_path=c.checkpoint.initial_load_path,
         )
 
     # -- build ---------------------------------------------------------------
@@ -117,12 +127,7 @@ class Trainer:
         args = self.job.models.get(c.model.name).flavor(c.model.flavor)
         if c.model.vocab_size:
             args = args.with_vocab(c.model.vocab_size)
-        if self.tokenizer.vocab_size > args.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {self.tokenizer.vocab_size} tokens but model "
-                f"{c.model.name}/{c.model.flavor} has a vocabulary of {args.vocab_size}; "
-                f"set model.vocab_size={self.tokenizer.vocab_size} or use a matching tokenizer"
-            )
+        check_vocab_size(self.tokenizer, args.vocab_size, f"{c.model.name}/{c.model.flavor}")
         if c.training.seq_len > args.max_seq_len:
             raise ConfigError(
                 f"training.seq_len {c.training.seq_len} exceeds the model's max_seq_len "
@@ -183,10 +188,13 @@ class Trainer:
             model.to(self.device)
             return
         model.to_empty(device=self.device)
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        from_rank0 = c.parallelism.init_full_model_on_rank0
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), warnings.catch_warnings():
+            if from_rank0:  # the shards' random values are overwritten below: no need to warn
+                warnings.filterwarnings("ignore", message=".*DTensor random operators.*")
             torch.manual_seed(c.training.seed)
-            model.init_weights(buffer_device=self.device)  # buffers; shards if not from rank 0
-        if c.parallelism.init_full_model_on_rank0:
+            model.init_weights(buffer_device=self.device)  # buffers, and shards if not from rank 0
+        if from_rank0:
             self._load_full_init_from_rank0(model)
 
     def _load_full_init_from_rank0(self, model: torch.nn.Module) -> None:
@@ -283,6 +291,34 @@ class Trainer:
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
         return reduce_mean(total, self.parallel), float(grad_norm)
 
+    @property
+    def samples_per_step(self) -> int:
+        """Sequences one optimizer step consumes over all data-parallel ranks."""
+        return (
+            self.config.training.local_batch_size * self.parallel.dp_degree * self.grad_accum_steps
+        )
+
+    def _skip_consumed_data(self, data: Any) -> None:
+        """Resumed with another data-parallel layout: skip this rank's share of the data seen.
+
+        The checkpoint's loader positions belong to the old ranks' shards. Each
+        new rank skips ``samples / new dp degree`` sequences of its own shard, so
+        the run goes on at the same place in the data: exactly when every
+        document is one window long, approximately otherwise (sequences packed
+        across shard boundaries may be seen twice or skipped).
+        """
+        per_rank = self.train_state.samples // self.parallel.dp_degree
+        batches = per_rank // self.config.training.local_batch_size
+        if self.parallel.is_main:
+            print(
+                f"data-parallel layout changed since the checkpoint: each rank skips {batches} "
+                "batches of its shard to continue where the data left off",
+                file=sys.stderr,
+                flush=True,
+            )
+        for _ in range(batches):
+            next(data)
+
     def train(self) -> dict[str, Any]:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
@@ -294,8 +330,17 @@ class Trainer:
                 file=sys.stderr,
                 flush=True,
             )
+            fresh = [s for s in self.checkpointer.skipped_states if s != "dataloader"]
+            if fresh:
+                print(
+                    f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh",
+                    file=sys.stderr,
+                    flush=True,
+                )
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
+        if "dataloader" in self.checkpointer.skipped_states:
+            self._skip_consumed_data(data)
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
         while self.train_state.step < c.training.steps:
@@ -305,6 +350,7 @@ class Trainer:
             timer.start_step()
             batches = [next(data) for _ in range(self.grad_accum_steps)]
             loss, grad_norm = self.train_step(batches)
+            self.train_state.samples += self.samples_per_step
             timer.end_step(tokens_per_step)
             self.last_loss = loss
             self.first_loss = loss if self.first_loss is None else self.first_loss

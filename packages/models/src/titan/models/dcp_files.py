@@ -12,15 +12,28 @@ full args, which is what ``titan convert titan-to-hf`` needs to write a
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from titan.models.errors import ConversionError
+
+if TYPE_CHECKING:  # torch stays out of import time: config validation reads titan_model.json
+    import torch
 
 MODEL_KEY = "model"
 MODEL_FILE = "titan_model.json"
 FORMAT = "titan-model/1"
+
+
+@contextmanager
+def _single_process() -> Iterator[None]:
+    """DCP warns that no process group exists; conversion is single-process on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+        yield
 
 
 def save_model(folder: Path, state: dict[str, torch.Tensor]) -> None:
@@ -28,11 +41,17 @@ def save_model(folder: Path, state: dict[str, torch.Tensor]) -> None:
     import torch.distributed.checkpoint as dcp
 
     folder.mkdir(parents=True, exist_ok=True)
-    dcp.save({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
+    with _single_process():
+        dcp.save({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
 
 
-def is_checkpoint(folder: Path) -> bool:
-    return (folder / ".metadata").is_file()
+def require_checkpoint(folder: Path) -> None:
+    """Fail clearly unless ``folder`` is a complete DCP checkpoint."""
+    if not (folder / ".metadata").is_file():
+        raise ConversionError(
+            f"'{folder}' is not a titan (DCP) checkpoint (no .metadata file); pass a folder "
+            "written by `titan convert hf-to-titan` or a <dump_folder>/checkpoint/step-N folder"
+        )
 
 
 def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -41,14 +60,11 @@ def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torc
     Tensors are allocated from the checkpoint's own metadata, so no model
     needs to be built; a checkpoint written by N ranks reads in one process.
     """
+    import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    if not is_checkpoint(folder):
-        raise ConversionError(
-            f"'{folder}' is not a titan (DCP) checkpoint (no .metadata file); pass a folder "
-            "written by `titan convert hf-to-titan` or a <dump_folder>/checkpoint/step-N folder"
-        )
+    require_checkpoint(folder)
     metadata = dcp.FileSystemReader(str(folder)).read_metadata()
     prefix = MODEL_KEY + "."
     state = {
@@ -60,11 +76,15 @@ def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torc
         raise ConversionError(
             f"checkpoint '{folder}' holds no model weights (no '{MODEL_KEY}.*' entries)"
         )
-    dcp.load({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
+    with _single_process():
+        dcp.load({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
     return {k: v.to(dtype) if dtype is not None else v for k, v in state.items()}
 
 
-def write_model_file(folder: Path, family: str, flavor: str | None, args: Any, **extra: Any) -> Path:
+def write_model_file(
+    folder: Path, family: str, flavor: str | None, args: Any, **extra: Any
+) -> Path:
+    """Write ``titan_model.json``: what model the weights in ``folder`` belong to."""
     path = folder / MODEL_FILE
     body = {"format": FORMAT, "family": family, "flavor": flavor, "args": args.to_dict(), **extra}
     path.write_text(json.dumps(body, indent=2) + "\n")
@@ -76,10 +96,14 @@ def read_model_file(folder: Path) -> dict[str, Any] | None:
     path = folder / MODEL_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
         raise ConversionError(
-            f"'{path}' has format {data.get('format')!r}, expected {FORMAT!r}; "
-            "re-run `titan convert hf-to-titan`"
+            f"'{path}' is not valid JSON ({exc}); re-run `titan convert hf-to-titan`"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConversionError(
+            f"'{path}' is not a {FORMAT} file; re-run `titan convert hf-to-titan`"
         )
     return data

@@ -1,1 +1,245 @@
-"""(being written) placeholder until its module lands."""
+"""ac: activation checkpointing of transformer blocks (full, every n-th block, or per operator).
+
+Applied after tensor parallel and before compile and FSDP, so that the
+checkpoint wraps the sharded block and compile traces through the wrapper.
+
+* ``mode = "full"``: every block keeps only its input and recomputes the
+  rest in backward.
+* ``mode = "selective"``, ``selective_ac_option = "<n>"``: full checkpointing
+  of every n-th block; the others keep everything.
+* ``mode = "selective"``, ``selective_ac_option = "op"``: every block, but the
+  outputs of matmuls and attention are kept (torch's selective checkpoint
+  contexts); only the cheap element-wise work (norms, activations, rotary
+  embedding) is recomputed.
+
+The memory it saves is measured once at build time, on the meta device (no
+real memory, exact tensor sizes): one block's forward with and without the
+checkpoint, under torch's ``MemTracker``. titan prints the result and logs it
+as ``ac_saved_mib`` with the first step's metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from titan.core import hookimpl
+from titan.core.config import ConfigAlias
+from titan.optims._common import say_once, transformer_blocks
+
+
+@dataclass
+class ActivationCheckpointConfig:
+    mode: Literal["selective", "full", "none"] = "selective"
+    """full: recompute whole blocks; selective: see selective_ac_option; none: off (then
+    remove ac from the plugins)."""
+    selective_ac_option: str = "op"
+    """'op': keep matmul and attention outputs, recompute the rest; '<n>' (e.g. '2'):
+    fully checkpoint every n-th block."""
+
+
+@hookimpl
+def titan_config_sections() -> dict[str, type]:
+    return {"ac": ActivationCheckpointConfig}
+
+
+@hookimpl
+def titan_config_aliases() -> list[ConfigAlias]:
+    return [
+        ConfigAlias("activation_checkpoint.mode", target="ac.mode", activates="ac"),
+        ConfigAlias(
+            "activation_checkpoint.selective_ac_option", target="ac.selective_ac_option"
+        ),
+    ]
+
+
+def layer_frequency(option: str) -> int | None:
+    """``"2"`` -> 2; ``"op"`` -> None. Raises ConfigError for anything else."""
+    from titan.core.errors import ConfigError
+
+    option = option.strip()
+    if option == "op":
+        return None
+    if option.isdigit() and int(option) > 0:
+        return int(option)
+    raise ConfigError(
+        f"ac.selective_ac_option must be 'op' or a positive whole number of blocks, got "
+        f"{option!r}; e.g. --ac.selective_ac_option=op or --ac.selective_ac_option=2"
+    )
+
+
+@hookimpl
+def titan_validate_config(config: Any, active: frozenset[str]) -> None:
+    from titan.core.errors import ConfigError
+
+    c = config.ac
+    if c.mode == "none":
+        raise ConfigError(
+            "plugin 'ac' is active but ac.mode is 'none'; set ac.mode to 'full' or "
+            "'selective', or remove ac from the plugins"
+        )
+    if c.mode == "selective":
+        layer_frequency(c.selective_ac_option)
+
+
+# --- what "selective per operator" keeps ------------------------------------
+
+
+def _ops_to_save() -> set[Any]:
+    """Outputs kept by per-operator checkpointing: matmuls and attention (and float8 amax)."""
+    import torch
+
+    aten = torch.ops.aten
+    names = (
+        "mm",
+        "addmm",
+        "bmm",
+        "_scaled_mm",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_attention_math",
+        # float8 scales come from max(abs(x)); recomputing them could round differently.
+        "max",
+    )
+    ops = {getattr(aten, n).default for n in names if hasattr(aten, n)}
+    # Under tensor parallel, the sequence-parallel reduce-scatter is worth keeping too.
+    funcol = getattr(torch.ops, "_c10d_functional", None)
+    if funcol is not None and hasattr(funcol, "reduce_scatter_tensor"):
+        ops.add(funcol.reduce_scatter_tensor.default)
+    return ops
+
+
+def _op_selective_context() -> Any:
+    """A ``context_fn`` for torch's checkpoint: save matmuls/attention, recompute the rest."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    save = _ops_to_save()
+
+    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        return CheckpointPolicy.MUST_SAVE if op in save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
+def wrap_block(block: Any, per_op: bool) -> Any:
+    """``block`` inside torch's non-reentrant checkpoint wrapper (full, or selective per op)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    if per_op:
+        return checkpoint_wrapper(
+            block, context_fn=_op_selective_context(), preserve_rng_state=False
+        )
+    return checkpoint_wrapper(block, preserve_rng_state=False)
+
+
+def blocks_to_wrap(n_blocks: int, config: ActivationCheckpointConfig) -> list[int]:
+    """Indices of the blocks that get a checkpoint (every n-th: the n-th, 2n-th, ...)."""
+    if config.mode == "full":
+        return list(range(n_blocks))
+    every = layer_frequency(config.selective_ac_option)
+    if every is None:
+        return list(range(n_blocks))
+    return [i for i in range(n_blocks) if (i + 1) % every == 0]
+
+
+# --- memory report ------------------------------------------------------------
+
+def _activation_mib(block: Any, x: Any, freqs: Any) -> float:
+    """MiB of activations one block holds for backward: what is still alive after its forward.
+
+    Not the peak over forward and backward: a checkpointed block rematerialises
+    everything again in its own backward, so per block the peaks are alike;
+    the saving is what each block does *not* hold while the other blocks run.
+    """
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(block)
+    with tracker:
+        out = block(x, freqs)
+        held = tracker.get_tracker_snapshot("current")
+        del out
+    act = sum(v for d in held.values() for k, v in d.items() if "ACT" in str(k))
+    return act / 2**20
+
+
+def measure_block_memory(block: Any, model: Any, config: Any, per_op: bool) -> tuple[float, float]:
+    """(MiB without, MiB with) checkpointing for one block, on a meta-device copy of it.
+
+    Returns (0, 0) when the block cannot be probed alone (its weights are
+    already sharded by tensor parallel, or it is not a Llama-style block).
+    """
+    import copy
+
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in block.parameters()):
+        return 0.0, 0.0
+    freqs = getattr(model, "freqs_cis", None)
+    args = getattr(model, "args", None)
+    if freqs is None or args is None:
+        return 0.0, 0.0
+    t = config.training
+    plain = copy.deepcopy(block).to("meta")
+    with torch.device("meta"):
+        x = torch.empty(t.local_batch_size, t.seq_len, args.dim, requires_grad=True)
+    f = freqs.to("meta")[: t.seq_len]
+    try:
+        without = _activation_mib(plain, x, f)
+        with_ac = _activation_mib(wrap_block(copy.deepcopy(plain), per_op), x, f)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return 0.0, 0.0
+    return without, with_ac
+
+
+def _describe(c: ActivationCheckpointConfig) -> str:
+    if c.mode == "full":
+        return "full"
+    every = layer_frequency(c.selective_ac_option)
+    return "selective per op (keeps matmuls, attention)" if every is None else f"every {every}"
+
+
+@hookimpl
+def titan_apply_activation_checkpointing(model: Any, config: Any, parallel: Any) -> None:
+    """Wrap the chosen blocks in ``checkpoint_wrapper`` and report the memory saved."""
+    c = config.ac
+    layers = transformer_blocks(model)
+    names = [name for name, _ in layers.named_children()]
+    chosen = blocks_to_wrap(len(names), c)
+    per_op = c.mode == "selective" and layer_frequency(c.selective_ac_option) is None
+    if not chosen:
+        return
+    without, with_ac = measure_block_memory(
+        layers.get_submodule(names[chosen[0]]), model, config, per_op
+    )
+    for i in chosen:
+        layers.register_module(names[i], wrap_block(layers.get_submodule(names[i]), per_op))
+    what = f"ac: {_describe(c)}: {len(chosen)} of {len(names)} blocks checkpointed"
+    if without > 0:
+        saved = (without - with_ac) * len(chosen)
+        total = without * len(names)
+        # Kept on the model, so each build (several in one test process) reports its own.
+        model._titan_ac_report = {
+            "ac_saved_mib": round(saved, 3),
+            "ac_block_act_mib": round(total, 3),
+            "ac_block_act_with_ac_mib": round(total - saved, 3),
+        }
+        what += (
+            f"; block activations per step {total:.1f} -> {total - saved:.1f} MiB "
+            f"(saves {saved:.1f} MiB, {100 * saved / total:.0f}%)"
+        )
+    say_once(what)
+
+
+@hookimpl
+def titan_step_end(trainer: Any, step: int, metrics: dict[str, Any]) -> None:
+    """Log the measured saving once, with the first step of the run."""
+    report = getattr(trainer.model, "_titan_ac_report", None)
+    if report:
+        metrics.update(report)
+        trainer.model._titan_ac_report = None

@@ -64,19 +64,12 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
     from titan.core.errors import ConfigError
 
     c = config.fp8
-    if "compile" in active and c.recipe_name == "rowwise_with_gw_hp" and _compile_fullgraph(config):
-        # Checked here rather than discovered 30 s into compiling on every rank.
-        pass
     empty = [f for f in c.filter_fqns if not f.strip()]
     if empty:
         raise ConfigError(
             "fp8.filter_fqns contains an empty name, which would match every layer and "
             "convert nothing; remove it"
         )
-
-
-def _compile_fullgraph(config: Any) -> bool:
-    return bool(getattr(getattr(config, "compile", None), "fullgraph", False))
 
 
 @cache

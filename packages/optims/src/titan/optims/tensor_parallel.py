@@ -1,1 +1,251 @@
-"""(being written) placeholder until its module lands."""
+"""tp: tensor parallel with sequence parallel and loss parallel on the mesh's "tp" dimension.
+
+The Megatron layout, with torch's ``parallelize_module``: in each block the
+q/k/v and w1/w3 projections are split by output columns and wo/w2 by input
+rows, so attention heads and FFN hidden units are divided among the TP ranks
+and each block needs one all-gather and one reduce-scatter per direction.
+Between blocks the activations, and the norms, are sharded along the sequence
+(sequence parallel), which divides their memory and makes every parameter a
+DTensor: optimizers with ``foreach`` and gradient clipping cannot mix plain
+tensors and DTensors. The output layer keeps the logits sharded over the
+vocabulary and the cross-entropy is computed on the shards (loss parallel),
+so the full logits are never gathered.
+
+When a block's linears are tensorwise Float8Linear (fp8), torchao's float8
+styles are used: activations are cast to float8 *before* the all-gather, so
+TP communication moves float8 too. Rowwise recipes use the plain styles.
+
+Activated with ``--plugins tp``; the TP degree is
+``parallelism.tensor_parallel_degree`` (> 1). With FSDP on the remaining
+ranks it is 2-D parallelism (FSDP x TP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from titan.core import hookimpl
+from titan.optims._common import model_args, say_once, transformer_blocks
+
+_BLOCK_LINEARS = (
+    "attention.wq",
+    "attention.wk",
+    "attention.wv",
+    "attention.wo",
+    "feed_forward.w1",
+    "feed_forward.w2",
+    "feed_forward.w3",
+)
+
+
+@dataclass
+class TensorParallelConfig:
+    loss_parallel: bool = True
+    """Compute the cross-entropy on vocabulary shards instead of gathering the logits."""
+
+
+@hookimpl
+def titan_config_sections() -> dict[str, type]:
+    return {"tp": TensorParallelConfig}
+
+
+def divisibility_problems(args: Any, tp: int, seq_len: int) -> list[str]:
+    """What the TP degree does not divide: heads, kv heads, FFN size, vocabulary, sequence."""
+    sizes = {
+        "attention heads (n_heads)": getattr(args, "n_heads", None),
+        "kv heads (n_kv_heads)": getattr(args, "kv_heads", getattr(args, "n_kv_heads", None)),
+        "FFN hidden size": getattr(args, "ffn_hidden_dim", None),
+        "vocabulary size": getattr(args, "vocab_size", None),
+        "training.seq_len (sequence parallel)": seq_len,
+    }
+    return [f"{what} {n}" for what, n in sizes.items() if isinstance(n, int) and n % tp]
+
+
+@hookimpl
+def titan_validate_config(config: Any, active: frozenset[str]) -> None:
+    from titan.core.errors import ConfigError
+
+    tp = config.parallelism.tensor_parallel_degree
+    if tp <= 1:
+        raise ConfigError(
+            "plugin 'tp' is active but parallelism.tensor_parallel_degree is "
+            f"{tp}; set it to the number of ranks that share each layer, e.g. "
+            "--parallelism.tensor_parallel_degree=2 --nproc 2"
+        )
+    args = model_args(config)
+    if args is not None:
+        if config.model.vocab_size:
+            args = args.with_vocab(config.model.vocab_size)
+        _raise_if_indivisible(args, tp, config)
+
+
+def _raise_if_indivisible(args: Any, tp: int, config: Any) -> None:
+    from titan.core.errors import ConfigError
+
+    problems = divisibility_problems(args, tp, config.training.seq_len)
+    if problems:
+        raise ConfigError(
+            f"tensor_parallel_degree {tp} does not divide the "
+            f"{config.model.name}/{config.model.flavor} model's {', '.join(problems)}; "
+            "choose a degree that divides all of them"
+        )
+
+
+def _uses_float8_tensorwise(block: Any) -> bool:
+    """All of the block's linears are Float8Linear with tensorwise (dynamic) scaling."""
+    try:
+        from torchao.float8.config import ScalingGranularity
+        from torchao.float8.float8_linear import Float8Linear
+    except ImportError:  # torchao missing: no float8 modules either
+        return False
+    for name in _BLOCK_LINEARS:
+        m = block.get_submodule(name)
+        if not isinstance(m, Float8Linear):
+            return False
+        for cast in (m.config.cast_config_input, m.config.cast_config_weight):
+            if cast.scaling_granularity is not ScalingGranularity.TENSORWISE:
+                return False
+    return True
+
+
+def float8_collectives_supported(mesh: Any) -> bool:
+    """Whether the TP process group can all-gather float8 tensors (gloo cannot)."""
+    import torch.distributed as dist
+
+    return dist.get_backend(mesh.get_group()) != "gloo"
+
+
+def _styles(float8: bool) -> tuple[Any, Any, Any]:
+    if float8:
+        from torchao.float8.float8_tensor_parallel import (
+            Float8ColwiseParallel,
+            Float8RowwiseParallel,
+            PrepareFloat8ModuleInput,
+        )
+
+        return Float8ColwiseParallel, Float8RowwiseParallel, PrepareFloat8ModuleInput
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+    )
+
+    return ColwiseParallel, RowwiseParallel, PrepareModuleInput
+
+
+def block_plan(float8: bool) -> dict[str, Any]:
+    """The parallel style of each submodule of a Llama block (sequence parallel between)."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import SequenceParallel
+
+    colwise, rowwise, prepare_input = _styles(float8)
+    return {
+        "attention_norm": SequenceParallel(),
+        # Block input arrives sharded on the sequence; attention needs all of it.
+        "attention": prepare_input(
+            input_layouts=(Shard(1), None), desired_input_layouts=(Replicate(), None)
+        ),
+        "attention.wq": colwise(),
+        "attention.wk": colwise(),
+        "attention.wv": colwise(),
+        "attention.wo": rowwise(output_layouts=Shard(1)),
+        "ffn_norm": SequenceParallel(),
+        "feed_forward": prepare_input(
+            input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
+        ),
+        "feed_forward.w1": colwise(),
+        "feed_forward.w2": rowwise(output_layouts=Shard(1)),
+        "feed_forward.w3": colwise(),
+    }
+
+
+@hookimpl
+def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any) -> None:
+    """Shard embeddings, blocks, final norm and output over ``parallel.mesh['tp']``."""
+    from titan.core.errors import ConfigError
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    import warnings
+
+    # DTensor warns that its RNG on a CPU mesh "may not be complete": init_weights draws
+    # the same full-size values on every rank and shards them, which is what we want.
+    warnings.filterwarnings("ignore", message="DTensor random operators may not have complete")
+    if parallel.tp <= 1 or parallel.mesh is None:
+        raise ConfigError(
+            f"plugin 'tp' needs parallelism.tensor_parallel_degree > 1 and as many processes; "
+            f"this run has degree {parallel.tp} on {parallel.world_size} process(es): "
+            "launch with --nproc and set the degree"
+        )
+    args = getattr(model, "args", None)
+    if args is not None:
+        _raise_if_indivisible(args, parallel.tp, config)
+    tp_mesh = parallel.mesh["tp"]
+    loss_parallel = config.tp.loss_parallel
+    parallelize_module(
+        model,
+        tp_mesh,
+        {
+            "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+            "norm": SequenceParallel(),
+            "output": ColwiseParallel(
+                input_layouts=Shard(1),
+                output_layouts=Shard(-1) if loss_parallel else Replicate(),
+                use_local_output=not loss_parallel,
+            ),
+        },
+    )
+    blocks = transformer_blocks(model)
+    float8_ok = float8_collectives_supported(tp_mesh)
+    float8_blocks = 0
+    for block in blocks.values():
+        float8 = _uses_float8_tensorwise(block)
+        if float8 and not float8_ok:
+            say_once(
+                "tp: gloo cannot all-gather float8 tensors, so on this CPU run the TP "
+                "collectives stay in high precision (the float8 matmuls still run); "
+                "with NCCL they move float8"
+            )
+            float8 = False
+        float8_blocks += float8
+        parallelize_module(block, tp_mesh, block_plan(float8))
+    styles = f"; float8 all-gathers in {float8_blocks} blocks" if float8_blocks else ""
+    say_once(
+        f"tp: tensor parallel degree {parallel.tp} with sequence parallel"
+        f"{' and loss parallel' if loss_parallel else ''}{styles}"
+    )
+
+
+@hookimpl
+def titan_train_context(trainer: Any) -> list[Any]:
+    """Loss parallel: cross-entropy on vocabulary-sharded logits, forward and backward."""
+    if not trainer.config.tp.loss_parallel or trainer.parallel.tp <= 1:
+        return []
+    from torch.distributed.tensor.parallel import loss_parallel
+
+    return [loss_parallel()]
+
+
+@hookimpl(tryfirst=True)
+def titan_train_start(trainer: Any) -> None:
+    """Make the loss a plain tensor again, as the trainer (and other plugins) expect.
+
+    Under loss parallel the cross-entropy of sharded logits is a replicated
+    DTensor; its local value *is* the loss, and backward through ``to_local``
+    still runs inside the loss-parallel context.
+    """
+    if not trainer.config.tp.loss_parallel or trainer.parallel.tp <= 1:
+        return
+    loss_fn = trainer.loss_fn
+
+    def local_loss(logits: Any, labels: Any) -> Any:
+        loss = loss_fn(logits, labels)
+        return loss.to_local() if hasattr(loss, "to_local") else loss
+
+    trainer.loss_fn = local_loss

@@ -84,7 +84,9 @@ def apply_fsdp(
 
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     blocks = _blocks(model)
-    for block, reshard in zip(blocks, _reshard_flags(reshard_after_forward, len(blocks)), strict=True):
+    for block, reshard in zip(
+        blocks, _reshard_flags(reshard_after_forward, len(blocks)), strict=True
+    ):
         fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard)
     # The root's gathered weights (embeddings, norm, output) are used again right
     # away by backward; "never"/"default" keep them, "always" frees them.

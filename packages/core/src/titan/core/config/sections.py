@@ -95,6 +95,9 @@ class CheckpointSection:
     while training goes on; the checkpoint becomes visible once written."""
     load_step: int = -1
     """-1 resumes from the newest complete checkpoint."""
+    initial_load_path: str = ""
+    """Checkpoint folder whose model weights start a run that has no checkpoint of its own
+    yet (e.g. from `titan convert hf-to-titan`); only the model is read. See docs/models.md."""
 
 
 @dataclass

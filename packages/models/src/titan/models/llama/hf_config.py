@@ -113,8 +113,8 @@ def _check_supported(cfg: dict[str, Any]) -> None:
 
 def args_from_hf_config(cfg: dict[str, Any], candidates: Iterable[LlamaArgs] = ()) -> LlamaArgs:
     """The :class:`LlamaArgs` of a Hugging Face Llama ``config.json`` (already parsed)."""
-    _check_supported(cfg)
     try:
+        _check_supported(cfg)
         dim = int(cfg["hidden_size"])
         theta, scaling = _rope(cfg)
         multiple_of, multiplier = ffn_sizing(dim, int(cfg["intermediate_size"]), candidates)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 
 import torch
-from titan.models.llama.args import LlamaArgs
 from titan.models.errors import ConversionError
+from titan.models.llama.args import LlamaArgs
 
 _GLOBAL = {
     "model.embed_tokens.weight": "tok_embeddings.weight",
@@ -109,7 +109,9 @@ def titan_to_hf(state: dict[str, torch.Tensor], args: LlamaArgs) -> dict[str, to
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         heads = _rotary_heads(name, args)
-        out[titan_name_to_hf(name)] = (to_hf_rotary(tensor, heads) if heads else tensor).contiguous()
+        out[titan_name_to_hf(name)] = (
+            to_hf_rotary(tensor, heads) if heads else tensor
+        ).contiguous()
     return out
 
 

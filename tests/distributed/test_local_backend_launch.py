@@ -1,0 +1,126 @@
+"""`--backend local`: the torchrun command (dry run), multi-machine options, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from titan.backends.local import LocalBackend
+from titan.core.launch import prepare_job
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _titan(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "titan.core.cli", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_dry_run_prints_the_exact_torchrun_command_and_launches_nothing(tmp_path):
+    proc = _titan("--nproc", "2", "--dry-run", f"--job.dump_folder={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout.strip().splitlines()[-1])
+    config = tmp_path / "job_config.toml"
+    assert cmd == [
+        *TORCHRUN,
+        "--nproc-per-node=2",
+        "--nnodes=1",
+        "--standalone",
+        "-m",
+        "titan.core.train",
+        str(config),
+    ]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written or trained
+
+
+def test_several_machines_use_a_c10d_rendezvous():
+    job = prepare_job(
+        None,
+        overrides=[
+            ("launch.nnodes", "2"),
+            ("launch.nproc_per_node", "4"),
+            ("launch.rdzv_endpoint", "node0:29500"),
+            ("launch.rdzv_id", "run42"),
+            ("launch.max_restarts", "3"),
+        ],
+    )
+    cmd = LocalBackend().command(job, nproc=4)
+    assert cmd[: len(TORCHRUN) + 6] == [
+        *TORCHRUN,
+        "--nproc-per-node=4",
+        "--nnodes=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node0:29500",
+        "--rdzv-id=run42",
+        "--max-restarts=3",
+    ]
+
+
+def test_several_machines_without_an_endpoint_is_a_one_line_error(tmp_path):
+    proc = _titan("--nnodes", "2", "--dry-run", f"--job.dump_folder={tmp_path}")
+    assert proc.returncode == 2
+    assert "--launch.rdzv_endpoint=HOST:PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_one_cpu_process_dry_run_shows_the_per_rank_command(tmp_path):
+    proc = _titan("--dry-run", f"--job.dump_folder={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert cmd == [sys.executable, "-m", "titan.core.train", str(tmp_path / "job_config.toml")]
+
+
+def _processes_mentioning(text: str) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in cmdline and state != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_every_rank(tmp_path, titan_process):
+    """SIGINT to titan's process group (what a terminal's Ctrl-C does) ends torchrun and all ranks."""
+    dump = tmp_path / "run"
+    proc = titan_process(
+        "--nproc=2",
+        "--model.flavor=debug",
+        "--training.seq_len=32",
+        "--training.local_batch_size=1",
+        "--training.steps=100000",
+        "--metrics.log_freq=1",
+        f"--job.dump_folder={dump}",
+    )
+    metrics = dump / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.log.read_text()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.5)
+    ranks = _processes_mentioning(str(dump / "job_config.toml"))
+    assert len(ranks) == 3, ranks  # torchrun and its two ranks
+
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=90) == 130
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(dump / "job_config.toml")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(dump / "job_config.toml"))
+    log = proc.log.read_text()
+    assert "rank 0: interrupted" in log and "rank 1: interrupted" in log
+    assert "interrupted: all ranks stopped" in log
