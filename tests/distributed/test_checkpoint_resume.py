@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from titan.core.checkpoint import complete_checkpoints
 
 
@@ -42,18 +44,19 @@ def test_stop_at_10_and_resume_to_20_is_bitwise_identical(reference, run_exact):
     _same_bits(from_async.losses, reference.losses, range(9, 13))
 
 
-def test_two_rank_checkpoint_resumes_on_one_rank_bitwise(reference, fsdp_two_ranks, run_exact):
+def test_two_rank_checkpoint_resumes_on_one_rank_bitwise(
+    reference, fsdp_two_ranks, run_exact, tmp_path
+):
     """Saved by 2 FSDP ranks at step 10, loaded by 1 process: steps 11-20 are the reference's.
 
     The sharded weights and optimizer moments are resharded by DCP; the data
     loader positions belong to the old ranks' shards, so the single process skips
     the 20 sequences consumed so far and continues with the 21st.
     """
+    dump = tmp_path / "reshard"  # a copy: the 2-rank run's folder is shared with other tests
+    shutil.copytree(fsdp_two_ranks.dump / "checkpoint" / "step-10", dump / "checkpoint" / "step-10")
     resumed = run_exact(
-        "reshard",
-        "--training.steps=20",
-        "--checkpoint.enable_checkpoint=true",
-        dump=fsdp_two_ranks.dump,
+        "reshard", "--training.steps=20", "--checkpoint.enable_checkpoint=true", dump=dump
     )
     assert "resumed from checkpoint" in resumed.stderr
     assert "skips 20 batches" in resumed.stderr

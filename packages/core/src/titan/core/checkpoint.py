@@ -9,8 +9,9 @@ DCP stores each rank's shards plus a global index, so a checkpoint written
 by N ranks loads into M ranks: model and optimizer tensors are resharded on
 load. Per-rank state (the data loader's position in its shard) is stored
 under a key naming the rank and world size; it only loads into the same
-data-parallel layout, and a resume with another layout restarts the data
-stream (with a warning).
+data-parallel layout. With another layout it is reported in
+``CheckpointManager.skipped_states`` and the trainer finds its place in the
+data from the number of sequences consumed instead.
 
 Loading never unpickles arbitrary objects: tensors are read by DCP with
 ``weights_only``, non-tensor values with ``torch.load(weights_only=True)``,
@@ -324,7 +325,13 @@ class CheckpointManager:
         if self.initial_load_path:
             reader = SafeFileSystemReader(str(self.initial_load_path))
             model = {"model": self.states["model"]}
-            dcp.load(model, storage_reader=reader, planner=SafeLoadPlanner())
+            with _quiet_single_process():
+                dcp.load(
+                    model,
+                    storage_reader=reader,
+                    planner=SafeLoadPlanner(),
+                    no_dist=not _distributed(),
+                )
         return 0
 
     def _loadable_states(self, path: Path) -> dict[str, Any]:

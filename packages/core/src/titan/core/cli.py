@@ -81,11 +81,18 @@ def _plugin_list(plugins: str) -> list[str]:
     return [p.strip() for p in plugins.split(",") if p.strip()]
 
 
-def _prepare(ctx: typer.Context, plugins: str, extra: list[tuple[str, str]] | None = None):
+def _prepare(
+    ctx: typer.Context,
+    plugins: str,
+    extra: list[tuple[str, str]] | None = None,
+    validate: bool = True,
+):
     from titan.core.launch import prepare_job
 
     config_path, overrides = split_args(ctx.args)
-    job = prepare_job(config_path, _plugin_list(plugins), [*overrides, *(extra or [])])
+    job = prepare_job(
+        config_path, _plugin_list(plugins), [*overrides, *(extra or [])], validate=validate
+    )
     for note in [*job.config.notes, *job.plugins.notes]:
         console.print(f"[dim]note:[/] {escape(note)}")
     return job
@@ -133,8 +140,12 @@ def run(
     options_metavar="[CONFIG.toml] [OPTIONS] [--section.key=value ...]",
 )
 def config_show(ctx: typer.Context, plugins: PluginsOpt = "") -> None:
-    """Print the merged, effective config as TOML (defaults + file + overrides)."""
-    job = _prepare(ctx, plugins)
+    """Print the merged, effective config as TOML (defaults + file + overrides).
+
+    Names and types are checked; whether files exist and plugins agree is
+    left to `titan run` (use --dry-run), so a cluster's config can be read anywhere.
+    """
+    job = _prepare(ctx, plugins, validate=False)
     sys.stdout.write(job.effective_toml())
 
 

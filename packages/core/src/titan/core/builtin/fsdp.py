@@ -28,7 +28,7 @@ AUTOLOAD = True
 ReshardPolicy = Literal["default", "always", "never"]
 
 
-def dp_mesh(parallel: ParallelDims) -> Any:
+def fsdp_mesh(parallel: ParallelDims) -> Any:
     """The mesh FSDP2 shards over, or None when there is no data parallelism.
 
     1-D ``dp_shard`` for plain FSDP; 2-D ``(dp_replicate, dp_shard)`` for HSDP
@@ -105,7 +105,7 @@ def _dtype(name: str) -> torch.dtype:
 def titan_apply_data_parallel(
     model: torch.nn.Module, config: JobConfig, parallel: ParallelDims
 ) -> None:
-    mesh = dp_mesh(parallel)
+    mesh = fsdp_mesh(parallel)
     if mesh is None:
         return
     apply_fsdp(
