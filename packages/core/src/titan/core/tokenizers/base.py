@@ -57,6 +57,25 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
+class BosEosIds:
+    """``bos_id``/``eos_id`` from ``_bos``/``_eos``, shared by every tokenizer format."""
+
+    _bos: int
+    _eos: int
+
+    @property
+    def bos_id(self) -> int:
+        return self._bos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
+        """``ids`` framed as a document: BOS first and EOS last when asked."""
+        return [self._bos] * bos + ids + [self._eos] * eos
+
+
 def resolve_tokenizer_file(path: str | Path | None) -> Path:
     """The tokenizer file ``path`` names (a file, or a folder holding one)."""
     p = Path(path) if path else BUNDLED_TOKENIZER

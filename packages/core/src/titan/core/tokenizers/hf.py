@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from titan.core.errors import ConfigError
+from titan.core.tokenizers.base import BosEosIds
 
 BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<|endoftext|>", "[BOS]")
 EOS_CANDIDATES = ("<|end_of_text|>", "</s>", "<|endoftext|>", "[EOS]")
 
 
-class HFTokenizer:
+class HFTokenizer(BosEosIds):
     """A Hugging Face fast tokenizer loaded from a tokenizer.json file."""
 
     def __init__(self, path: Path) -> None:
@@ -43,17 +44,9 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return self._vocab_size
 
-    @property
-    def bos_id(self) -> int:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int:
-        return self._eos
-
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self._tok.encode(text, add_special_tokens=False).ids
-        return [self._bos] * bos + ids + [self._eos] * eos
+        return self._wrap(ids, bos, eos)
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from titan.core.errors import ConfigError
+from titan.core.tokenizers.base import BosEosIds
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(BosEosIds):
     """A SentencePiece model; BOS/EOS are the ids the model file declares."""
 
     def __init__(self, path: Path) -> None:
@@ -34,17 +35,9 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         return int(self._sp.get_piece_size())
 
-    @property
-    def bos_id(self) -> int:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int:
-        return self._eos
-
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self._sp.encode(text)
-        return [self._bos] * bos + ids + [self._eos] * eos
+        return self._wrap(ids, bos, eos)
 
     def decode(self, ids: list[int]) -> str:
         return self._sp.decode(list(ids))

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from titan.core.errors import ConfigError
+from titan.core.tokenizers.base import BosEosIds
 
 # Llama 3's pre-tokenizer split pattern (Meta's llama3/tokenizer.py).
 LLAMA3_PATTERN = (
@@ -90,7 +91,7 @@ def _split_long_runs(text: str, max_run: int) -> Iterator[str]:
     yield text[start:]
 
 
-class Llama3Tokenizer:
+class Llama3Tokenizer(BosEosIds):
     """Llama 3's tokenizer (tiktoken BPE) with its special tokens; ids match Meta's."""
 
     def __init__(self, path: Path) -> None:
@@ -115,14 +116,6 @@ class Llama3Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.num_base_tokens + len(self.special_tokens)
-
-    @property
-    def bos_id(self) -> int:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int:
-        return self._eos
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """Encode plain text; special-token strings inside ``text`` stay ordinary text."""
