@@ -94,7 +94,9 @@ def test_version_and_help() -> None:
 def test_config_show_prints_effective_toml(tmp_path: Path) -> None:
     import tomllib
 
-    result = titan("config", "show", "examples/debug.toml", "--training.steps=9", "--plugins", "compile")
+    result = titan(
+        "config", "show", "examples/debug.toml", "--training.steps=9", "--plugins", "compile"
+    )
     assert result.returncode == 0, result.stderr
     shown = tomllib.loads(result.stdout)
     assert shown["training"]["steps"] == 9
@@ -128,6 +130,8 @@ def test_cli_does_not_import_torch(args: list[str]) -> None:
         "heavy = [m for m in ('torch', 'torchao', 'datasets', 'transformers') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout

@@ -50,7 +50,9 @@ lr = 1e-3
 
 
 def test_string_override_that_looks_like_a_number() -> None:
-    c = prepare_job(None, overrides=[("model.flavor", "8B"), ("job.description", "42")], validate=False).config
+    c = prepare_job(
+        None, overrides=[("model.flavor", "8B"), ("job.description", "42")], validate=False
+    ).config
     assert c.model.flavor == "8B"
     assert c.job.description == "42"
 
@@ -162,7 +164,11 @@ def test_unknown_plugin_lists_the_available_ones() -> None:
 
 def test_effective_config_round_trips(tmp_path: Path) -> None:
     """The TOML written for the ranks loads back into the same config and plugins."""
-    job = prepare_job(None, plugins=["compile"], overrides=[("training.steps", "5"), ("compile.mode", "max-autotune")])
+    job = prepare_job(
+        None,
+        plugins=["compile"],
+        overrides=[("training.steps", "5"), ("compile.mode", "max-autotune")],
+    )
     path = tmp_path / "job_config.toml"
     path.write_text(job.effective_toml())
     again = prepare_job(path)

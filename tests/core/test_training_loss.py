@@ -41,7 +41,11 @@ def test_loss_falls_and_is_reproducible(tmp_path: Path) -> None:
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path: Path) -> None:
     """2 micro-batches of 2 give the same step as 1 batch of 4 (same samples, same order)."""
     base = [("training.steps", "3"), ("training.local_batch_size", "4")]
-    accum = [("training.steps", "3"), ("training.local_batch_size", "2"), ("training.global_batch_size", "4")]
+    accum = [
+        ("training.steps", "3"),
+        ("training.local_batch_size", "2"),
+        ("training.global_batch_size", "4"),
+    ]
     _, big = train(tmp_path, "big", base)
     _, small = train(tmp_path, "small", accum)
     for a, b in zip(big, small, strict=True):

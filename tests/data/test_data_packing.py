@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+
 from titan.core.data.loader import build_dataloader
 
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from titan.core.data.loader import build_dataloader
 from titan.core.data.tokens import read_index, write_token_split
 from titan.core.errors import ConfigError

@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from titan.core.data.loader import build_dataloader, build_dataset
 from titan.core.data.tokens import write_token_split
 

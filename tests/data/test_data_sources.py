@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 import torch
+
 from titan.core.data.loader import build_dataloader, open_split_documents, plan_data
 from titan.core.data.sources import hub_load_kwargs, parse_source, select_split_files
 from titan.core.errors import ConfigError

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from titan.core.builtin.validation import Evaluator
 from titan.core.errors import ConfigError
 from titan.core.launch import prepare_job

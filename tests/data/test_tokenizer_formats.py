@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+
 from titan.core.errors import ConfigError
 from titan.core.tokenizers import check_vocab_size, load_tokenizer, tokenizer_fingerprint
 from titan.core.tokenizers.base import BUNDLED_TOKENIZER, TEST_TIKTOKEN, detect_format

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from titan.core.checkpoint import (
     CheckpointError,
     CheckpointManager,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from titan.core.plugins import load_plugins
 from titan.core.registry import ModelRegistry
 

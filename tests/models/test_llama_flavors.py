@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+
 from titan.core.model_info import count_parameters
 from titan.models.llama.args import LLAMA2_FLAVORS, LLAMA3_FLAVORS
 
@@ -86,8 +87,9 @@ def test_405b_is_described_without_memory() -> None:
 
 
 def test_models_list_shows_computed_counts(registry) -> None:
-    from titan.core.cli import app
     from typer.testing import CliRunner
+
+    from titan.core.cli import app
 
     result = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from titan.models.convert import convert_hf_to_titan
 from titan.models.dcp_files import load_model
 from titan.models.llama.args import LlamaArgs
@@ -74,9 +75,10 @@ def test_without_the_rotary_permutation_logits_differ(make_hf_model, registry, t
 
 def test_rope_scaling_changes_frequencies_like_hf(hf_config, llama31_scaling) -> None:
     """titan's Llama 3.1 frequencies equal transformers' 'llama3' rope, and scaling acts."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
     from titan.models.llama.args import RopeScaling
     from titan.models.llama.model import precompute_freqs_cis
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
     scaling = RopeScaling(**{k: llama31_scaling[k] for k in keys})

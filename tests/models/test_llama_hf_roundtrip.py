@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
 from titan.models.convert import convert_hf_to_titan, convert_titan_to_hf
 from titan.models.dcp_files import load_model, read_model_file
 from titan.models.llama.args import LLAMA3_FLAVORS
@@ -61,10 +62,11 @@ def test_titan_hf_titan_is_exact(registry, tmp_path) -> None:
 
 def test_exported_model_loads_in_transformers(registry, tmp_path) -> None:
     """A written config.json without an HF origin is complete enough for from_pretrained."""
+    from transformers import LlamaForCausalLM
+
     from titan.models.dcp_files import save_model, write_model_file
     from titan.models.llama.args import LlamaArgs
     from titan.models.llama.model import build_llama
-    from transformers import LlamaForCausalLM
 
     args = LlamaArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, multiple_of=32)
     torch.manual_seed(0)
@@ -143,6 +145,7 @@ def test_dtype_option_casts(make_hf_model, registry, tmp_path) -> None:
 def test_export_needs_to_know_the_model(registry, tmp_path) -> None:
     """A bare DCP folder exports with --model/--flavor, and says so when they are missing."""
     import pytest
+
     from titan.models.dcp_files import save_model
     from titan.models.errors import ConversionError
     from titan.models.llama.model import build_llama
@@ -162,6 +165,7 @@ def test_export_needs_to_know_the_model(registry, tmp_path) -> None:
 
 def test_unsupported_configs_are_refused(hf_config) -> None:
     import pytest
+
     from titan.models.errors import ConversionError
     from titan.models.llama.hf_config import args_from_hf_config
 

@@ -6,6 +6,7 @@ import math
 import time
 
 import torch
+
 from titan.models.llama.args import LLAMA3_FLAVORS, LlamaArgs
 from titan.models.llama.model import build_llama, precompute_freqs_cis
 

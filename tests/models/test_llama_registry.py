@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pluggy
 import pytest
+
 from titan.core import PROJECT_NAME, hookimpl, hookspecs
 from titan.core.errors import ConfigError, PluginError
 from titan.core.registry import ModelFamily, ModelRegistry

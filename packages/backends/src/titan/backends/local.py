@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
 from titan.core.launch import CONFIG_FILE_NAME, Job

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from titan.core import __version__
 from titan.core.config.job import parse_overrides
 from titan.core.errors import TitanError

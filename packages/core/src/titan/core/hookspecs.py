@@ -35,11 +35,13 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
 from titan.core import PROJECT_NAME
 
 if TYPE_CHECKING:  # torch and typer stay out of import time
     import torch
     import typer
+
     from titan.core.config.aliases import ConfigAlias
     from titan.core.config.job import JobConfig
     from titan.core.parallel import ParallelDims

@@ -110,6 +110,7 @@ def prepare_job(
     schema, aliases = collect_schema(host)
     config = load_config(config_path, overrides, schema, aliases)
     host.activate([*config.requested_plugins, *plugins])
+    _activate_tensor_parallel(host, config, [*config.requested_plugins, *plugins])
     models, backends = ModelRegistry(), BackendRegistry()
     host.pm.hook.titan_register_models(registry=models)
     host.pm.hook.titan_register_backends(registry=backends)
@@ -118,6 +119,31 @@ def prepare_job(
         validate_core(job)
         host.hook.titan_validate_config(config=config, active=host.active)
     return job
+
+
+def _activate_tensor_parallel(host: PluginHost, config: JobConfig, requested: list[str]) -> None:
+    """``tensor_parallel_degree > 1`` activates the installed plugin that applies TP.
+
+    As in torchtitan, the degree alone switches tensor parallelism on. Without
+    this, the ranks of the tp dimension would silently train identical copies.
+    """
+    degree = config.parallelism.tensor_parallel_degree
+    if degree <= 1 or host.hook.titan_apply_tensor_parallel.get_hookimpls():
+        return
+    providers = sorted(
+        {i.plugin_name for i in host.pm.hook.titan_apply_tensor_parallel.get_hookimpls()}
+    )
+    if len(providers) != 1:
+        raise PluginError(
+            f"parallelism.tensor_parallel_degree is {degree} but no active plugin applies tensor "
+            f"parallelism; activate one of: {', '.join(providers) or 'none installed'} (--plugins)"
+        )
+    notes = list(host.notes)  # activate() would repeat the notes of the first activation
+    host.activate([*requested, providers[0]])
+    host.notes[:] = [
+        *notes,
+        f"parallelism.tensor_parallel_degree = {degree} -> plugin '{providers[0]}'",
+    ]
 
 
 def validate_core(job: Job) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from titan.core.errors import ConfigError
 
 MESH_DIMS = ("dp_replicate", "dp_shard", "tp")

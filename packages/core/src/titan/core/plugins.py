@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
+
 from titan.core import PROJECT_NAME, hookspecs
 from titan.core.errors import PluginError
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError

@@ -16,6 +16,7 @@ from titan.models.llama.args import LLAMA2_FLAVORS, LLAMA3_FLAVORS, LlamaArgs
 
 if TYPE_CHECKING:
     import typer
+
     from titan.core.config.job import JobConfig
 
 AUTOLOAD = True

@@ -12,9 +12,10 @@ checkpoint wraps the sharded block and compile traces through the wrapper.
   contexts); only the cheap element-wise work (norms, activations, rotary
   embedding) is recomputed.
 
-The memory it saves is measured once at build time, on the meta device (no
-real memory, exact tensor sizes): one block's forward with and without the
-checkpoint, under torch's ``MemTracker``. titan prints the result and logs it
+The memory it saves is measured once at build time on fake tensors (torch's
+FakeTensorMode: the device's real kernels are chosen, nothing is allocated):
+a block's forward with and without the checkpoint, under torch's
+``MemTracker``. titan prints the result and logs it
 as ``ac_saved_mib`` with the first step's metrics.
 """
 
@@ -47,9 +48,7 @@ def titan_config_sections() -> dict[str, type]:
 def titan_config_aliases() -> list[ConfigAlias]:
     return [
         ConfigAlias("activation_checkpoint.mode", target="ac.mode", activates="ac"),
-        ConfigAlias(
-            "activation_checkpoint.selective_ac_option", target="ac.selective_ac_option"
-        ),
+        ConfigAlias("activation_checkpoint.selective_ac_option", target="ac.selective_ac_option"),
     ]
 
 
@@ -148,51 +147,75 @@ def blocks_to_wrap(n_blocks: int, config: ActivationCheckpointConfig) -> list[in
 
 # --- memory report ------------------------------------------------------------
 
-def _activation_mib(block: Any, x: Any, freqs: Any) -> float:
-    """MiB of activations one block holds for backward: what is still alive after its forward.
 
-    Not the peak over forward and backward: a checkpointed block rematerialises
-    everything again in its own backward, so per block the peaks are alike;
-    the saving is what each block does *not* hold while the other blocks run.
+def _activation_mib(first: Any, second: Any, x: Any, freqs: Any) -> float:
+    """MiB one more block in the chain holds for backward until its backward runs.
+
+    Measured on two copies of the block in a row, as what is alive after the
+    second minus after the first, so a block's input (held by the previous block) and its output
+    (held by the next) are counted exactly once, as in the real model. Not the
+    peak over forward and backward: a checkpointed block rematerialises its
+    activations in its own backward; the saving is what each block does *not*
+    hold while all the others run.
     """
     from torch.distributed._tools.mem_tracker import MemTracker
 
+    def act(snapshot: dict) -> float:
+        return sum(v for d in snapshot.values() for k, v in d.items() if "ACT" in str(k))
+
     tracker = MemTracker()
-    tracker.track_external(block)
+    tracker.track_external(first, second)
     with tracker:
-        out = block(x, freqs)
-        held = tracker.get_tracker_snapshot("current")
-        del out
-    act = sum(v for d in held.values() for k, v in d.items() if "ACT" in str(k))
-    return act / 2**20
+        h = first(x, freqs)
+        one = act(tracker.get_tracker_snapshot("current"))
+        h = second(h, freqs)
+        two = act(tracker.get_tracker_snapshot("current"))
+        del h
+    return (two - one) / 2**20
 
 
-def measure_block_memory(block: Any, model: Any, config: Any, per_op: bool) -> tuple[float, float]:
-    """(MiB without, MiB with) checkpointing for one block, on a meta-device copy of it.
+def measure_block_memory(
+    block: Any, model: Any, config: Any, device: Any, per_op: bool
+) -> tuple[float, float]:
+    """(MiB without, MiB with) checkpointing, per block, for this run's shapes and device.
 
-    Returns (0, 0) when the block cannot be probed alone (its weights are
-    already sharded by tensor parallel, or it is not a Llama-style block).
+    Runs copies of the block on fake tensors of ``device`` (torch's
+    FakeTensorMode: real kernels are chosen, as on the device, but nothing is
+    allocated or computed). The device matters: CPU attention keeps a
+    log-sum-exp where the generic (meta) path would keep the whole attention
+    matrix. Returns (0, 0) when the block cannot be probed alone (its weights
+    are already sharded by tensor parallel, or it is not a Llama-style block).
     """
+    import contextlib
     import copy
 
     import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed.tensor import DTensor
 
-    if any(isinstance(p, DTensor) for p in block.parameters()):
-        return 0.0, 0.0
-    freqs = getattr(model, "freqs_cis", None)
     args = getattr(model, "args", None)
-    if freqs is None or args is None:
+    if args is None:
+        return 0.0, 0.0
+    if any(isinstance(p, DTensor) for p in block.parameters()):
+        say_once("ac: memory saving not measured (a tensor-parallel block cannot run alone)")
         return 0.0, 0.0
     t = config.training
-    plain = copy.deepcopy(block).to("meta")
-    with torch.device("meta"):
-        x = torch.empty(t.local_batch_size, t.seq_len, args.dim, requires_grad=True)
-    f = freqs.to("meta")[: t.seq_len]
+    copies = [copy.deepcopy(block) for _ in range(4)]
+    bf16 = t.mixed_precision_param == "bfloat16"
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    )
     try:
-        without = _activation_mib(plain, x, f)
-        with_ac = _activation_mib(wrap_block(copy.deepcopy(plain), per_op), x, f)
-    except (RuntimeError, NotImplementedError, TypeError):
+        with FakeTensorMode(allow_non_fake_inputs=True), autocast:
+            fakes = [c.to_empty(device=device) for c in copies]
+            x = torch.empty(t.local_batch_size, t.seq_len, args.dim, device=device)
+            x.requires_grad_(True)
+            freqs = torch.empty(t.seq_len, args.head_dim // 2, dtype=torch.complex64, device=device)
+            without = _activation_mib(fakes[0], fakes[1], x, freqs)
+            wrapped = [wrap_block(f, per_op) for f in fakes[2:]]
+            with_ac = _activation_mib(wrapped[0], wrapped[1], x, freqs)
+    except Exception as exc:  # a report must never stop a run
+        say_once(f"ac: could not measure the memory saved ({type(exc).__name__}: {exc})")
         return 0.0, 0.0
     return without, with_ac
 
@@ -215,7 +238,7 @@ def titan_apply_activation_checkpointing(model: Any, config: Any, parallel: Any)
     if not chosen:
         return
     without, with_ac = measure_block_memory(
-        layers.get_submodule(names[chosen[0]]), model, config, per_op
+        layers.get_submodule(names[chosen[0]]), model, config, parallel.device, per_op
     )
     for i in chosen:
         layers.register_module(names[i], wrap_block(layers.get_submodule(names[i]), per_op))

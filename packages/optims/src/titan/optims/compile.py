@@ -60,6 +60,13 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
             "plugin 'compile' is active but compile.model and compile.loss are both false; "
             "set one of them to true, or remove compile from the plugins"
         )
+    tp = getattr(config, "tp", None)
+    if c.loss and "tp" in active and tp is not None and tp.loss_parallel:
+        raise ConfigError(
+            "compile.loss = true cannot compile tp's loss-parallel cross-entropy (torch.compile "
+            "fails on it in torch 2.15); set --compile.loss=false, or --tp.loss_parallel=false "
+            "to gather the logits and compile a plain loss"
+        )
     if c.backend not in _BUILTIN_BACKENDS:
         import torch._dynamo
 

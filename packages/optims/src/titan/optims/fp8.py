@@ -117,15 +117,18 @@ def float8_linear_config(c: Float8Config, device: Any) -> Any:
 
 
 def make_filter(filter_fqns: list[str]) -> Any:
-    """``(module, fqn) -> bool``: convert this linear? (torchao's module_filter_fn contract)."""
-    skipped = (*ALWAYS_SKIPPED, *filter_fqns)
+    """``(module, fqn) -> bool``: convert this linear? (torchao's ``module_filter_fn`` contract).
+
+    Names in ``filter_fqns`` match as substrings, as in torchtitan ("attention.wk"
+    skips that projection in every block); the output layer is matched exactly.
+    """
 
     def convert(module: Any, fqn: str) -> bool:
         import torch
 
         if not isinstance(module, torch.nn.Linear):
             return False
-        if fqn in ALWAYS_SKIPPED or any(s in fqn for s in skipped if s not in ALWAYS_SKIPPED):
+        if fqn in ALWAYS_SKIPPED or any(s in fqn for s in filter_fqns):
             return False
         out_features, in_features = module.weight.shape
         return out_features % 16 == 0 and in_features % 16 == 0
@@ -177,7 +180,8 @@ def titan_convert_model(model: Any, config: Any, parallel: Any) -> None:
             "by fp8.filter_fqns or not multiples of 16); remove fp8 from the plugins"
         )
     kept = sorted(set(linears) - set(converted))
+    shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
     say_once(
         f"fp8: {len(converted)} of {len(linears)} linear layers train in float8 "
-        f"(recipe {c.recipe_name}); kept in high precision: {', '.join(kept) or 'none'}"
+        f"(recipe {c.recipe_name}); kept in high precision: {shown or 'none'}"
     )

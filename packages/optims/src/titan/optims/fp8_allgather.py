@@ -110,7 +110,11 @@ def titan_convert_model(model: Any, config: Any, parallel: Any) -> None:
         count += 1
     say_once(
         f"fp8-ag: FSDP all-gathers the weights of {count} float8 linear layers in float8"
-        + (" (scales precomputed after each optimizer step)" if config.fp8_ag.precompute_scales else "")
+        + (
+            " (scales precomputed after each optimizer step)"
+            if config.fp8_ag.precompute_scales
+            else ""
+        )
     )
 
 

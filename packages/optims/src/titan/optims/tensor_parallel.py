@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from titan.core import hookimpl
-from titan.optims._common import model_args, say_once, transformer_blocks
+from titan.optims._common import expected_world_size, model_args, say_once, transformer_blocks
 
 _BLOCK_LINEARS = (
     "attention.wq",
@@ -62,17 +62,31 @@ def divisibility_problems(args: Any, tp: int, seq_len: int) -> list[str]:
     return [f"{what} {n}" for what, n in sizes.items() if isinstance(n, int) and n % tp]
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # may fill in the degree, which other plugins' checks depend on
 def titan_validate_config(config: Any, active: frozenset[str]) -> None:
     from titan.core.errors import ConfigError
 
-    tp = config.parallelism.tensor_parallel_degree
-    if tp <= 1:
-        raise ConfigError(
-            "plugin 'tp' is active but parallelism.tensor_parallel_degree is "
-            f"{tp}; set it to the number of ranks that share each layer, e.g. "
-            "--parallelism.tensor_parallel_degree=2 --nproc 2"
+    p = config.parallelism
+    if p.tensor_parallel_degree <= 1:
+        world = expected_world_size(config)
+        if (
+            not world
+            or world == 1
+            or p.data_parallel_shard_degree != -1
+            or world % p.data_parallel_replicate_degree
+        ):
+            raise ConfigError(
+                "plugin 'tp' is active but parallelism.tensor_parallel_degree is "
+                f"{p.tensor_parallel_degree}; set it to the number of processes that share "
+                "each layer, e.g. --parallelism.tensor_parallel_degree=2 --nproc 2"
+            )
+        # Asked for TP without a degree: give it every process not used for replication.
+        p.tensor_parallel_degree = world // p.data_parallel_replicate_degree
+        config.notes.append(
+            f"tp: parallelism.tensor_parallel_degree was 1; using {p.tensor_parallel_degree} "
+            f"(all {world} processes; set the degree to combine TP with FSDP)"
         )
+    tp = p.tensor_parallel_degree
     args = model_args(config)
     if args is not None:
         if config.model.vocab_size:
@@ -86,9 +100,9 @@ def _raise_if_indivisible(args: Any, tp: int, config: Any) -> None:
     problems = divisibility_problems(args, tp, config.training.seq_len)
     if problems:
         raise ConfigError(
-            f"tensor_parallel_degree {tp} does not divide the "
-            f"{config.model.name}/{config.model.flavor} model's {', '.join(problems)}; "
-            "choose a degree that divides all of them"
+            f"tensor_parallel_degree {tp} does not divide {', '.join(problems)} "
+            f"(model {config.model.name}/{config.model.flavor}); choose a degree that "
+            "divides all of them"
         )
 
 
@@ -134,6 +148,30 @@ def _styles(float8: bool) -> tuple[Any, Any, Any]:
     return ColwiseParallel, RowwiseParallel, PrepareModuleInput
 
 
+def embedding_style() -> Any:
+    """RowwiseParallel for the token embedding, its reduce-scatter waited for at once.
+
+    torch's RowwiseParallel starts the output reduce-scatter asynchronously and
+    hands the first block an ``AsyncCollectiveTensor``. When that block is
+    compiled, the gradient coming back out of the compiled graph reaches the
+    redistribute as a plain tensor and backward fails ("'Tensor' object has no
+    attribute '_local_tensor'", torch 2.15). The next op needs the result
+    immediately anyway, so waiting costs no overlap.
+    """
+    from torch.distributed.tensor.parallel import RowwiseParallel
+
+    class SyncRowwiseParallel(RowwiseParallel):
+        @staticmethod
+        def _prepare_output_fn(
+            output_layouts: Any, use_local_output: bool, mod: Any, outputs: Any, device_mesh: Any
+        ) -> Any:
+            if outputs.placements != output_layouts:
+                outputs = outputs.redistribute(placements=output_layouts, async_op=False)
+            return outputs.to_local() if use_local_output else outputs
+
+    return SyncRowwiseParallel
+
+
 def block_plan(float8: bool) -> dict[str, Any]:
     """The parallel style of each submodule of a Llama block (sequence parallel between)."""
     from torch.distributed.tensor import Replicate, Shard
@@ -163,16 +201,16 @@ def block_plan(float8: bool) -> dict[str, Any]:
 @hookimpl
 def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any) -> None:
     """Shard embeddings, blocks, final norm and output over ``parallel.mesh['tp']``."""
-    from titan.core.errors import ConfigError
+    import warnings
+
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
-        RowwiseParallel,
         SequenceParallel,
         parallelize_module,
     )
 
-    import warnings
+    from titan.core.errors import ConfigError
 
     # DTensor warns that its RNG on a CPU mesh "may not be complete": init_weights draws
     # the same full-size values on every rank and shards them, which is what we want.
@@ -192,7 +230,7 @@ def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any) -> None:
         model,
         tp_mesh,
         {
-            "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+            "tok_embeddings": embedding_style()(input_layouts=Replicate(), output_layouts=Shard(1)),
             "norm": SequenceParallel(),
             "output": ColwiseParallel(
                 input_layouts=Shard(1),

@@ -83,6 +83,7 @@ def prepare_splits(config: Any, output: Path, splits: list[str], shard_tokens: i
         TextColumn,
         TimeElapsedColumn,
     )
+
     from titan.core.data.loader import open_split_documents, plan_data
     from titan.core.errors import ConfigError
     from titan.core.quiet import quiet_library_noise

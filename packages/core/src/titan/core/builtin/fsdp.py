@@ -20,6 +20,7 @@ from titan.core import hookimpl
 
 if TYPE_CHECKING:
     import torch
+
     from titan.core.config.job import JobConfig
     from titan.core.parallel import ParallelDims
 

@@ -79,6 +79,7 @@ class Evaluator:
     def evaluate(self) -> float | None:
         """Mean loss over the batches, averaged over data-parallel ranks (None if no data)."""
         import torch
+
         from titan.core.metrics import reduce_mean
 
         t = self.trainer

@@ -36,9 +36,12 @@ class ConfigAlias:
 CORE_ALIASES: list[ConfigAlias] = [
     ConfigAlias("training.batch_size", target="training.local_batch_size"),
     ConfigAlias("training.data_parallel_degree", target="parallelism.data_parallel_shard_degree"),
-    ConfigAlias("training.data_parallel_shard_degree", target="parallelism.data_parallel_shard_degree"),
     ConfigAlias(
-        "training.data_parallel_replicate_degree", target="parallelism.data_parallel_replicate_degree"
+        "training.data_parallel_shard_degree", target="parallelism.data_parallel_shard_degree"
+    ),
+    ConfigAlias(
+        "training.data_parallel_replicate_degree",
+        target="parallelism.data_parallel_replicate_degree",
     ),
     ConfigAlias("training.tensor_parallel_degree", target="parallelism.tensor_parallel_degree"),
     ConfigAlias("training.warmup_steps", target="lr_scheduler.warmup_steps"),
@@ -47,18 +50,54 @@ CORE_ALIASES: list[ConfigAlias] = [
     ConfigAlias("profiling.enable_profiling", ignore=True, note="profiling is not built in yet"),
     ConfigAlias("profiling.save_traces_folder", ignore=True, note="profiling is not built in yet"),
     ConfigAlias("profiling.profile_freq", ignore=True, note="profiling is not built in yet"),
-    ConfigAlias("profiling.enable_memory_snapshot", ignore=True, note="profiling is not built in yet"),
+    ConfigAlias(
+        "profiling.enable_memory_snapshot", ignore=True, note="profiling is not built in yet"
+    ),
     ConfigAlias("metrics.enable_color_printing", ignore=True, note="rich decides colours"),
     ConfigAlias("metrics.rank_0_only", ignore=True, note="titan always logs from rank 0"),
     ConfigAlias("model.norm_type", ignore=True, note="Llama uses RMSNorm"),
     ConfigAlias("checkpoint.interval_type", unsupported=True, note="intervals are in steps"),
-    ConfigAlias("checkpoint.model_weights_only", unsupported=True, note="titan saves full training state; use `titan convert` to export weights"),
-    ConfigAlias("checkpoint.export_dtype", ignore=True, note="use `titan convert` to export weights"),
-    ConfigAlias("metrics.enable_wandb", unsupported=True, note="Weights & Biases logging is not built in; write a metrics plugin"),
-    ConfigAlias("parallelism.pipeline_parallel_degree", unsupported=True, note="pipeline parallelism is not supported yet"),
-    ConfigAlias("experimental.pipeline_parallel_degree", unsupported=True, note="pipeline parallelism is not supported yet"),
-    ConfigAlias("parallelism.context_parallel_degree", unsupported=True, note="context parallelism is not supported yet"),
-    ConfigAlias("experimental.context_parallel_degree", unsupported=True, note="context parallelism is not supported yet"),
-    ConfigAlias("parallelism.enable_async_tensor_parallel", unsupported=True, note="async tensor parallelism is not supported yet"),
-    ConfigAlias("experimental.enable_async_tensor_parallel", unsupported=True, note="async tensor parallelism is not supported yet"),
+    ConfigAlias(
+        "checkpoint.model_weights_only",
+        unsupported=True,
+        note="titan saves full training state; use `titan convert` to export weights",
+    ),
+    ConfigAlias(
+        "checkpoint.export_dtype", ignore=True, note="use `titan convert` to export weights"
+    ),
+    ConfigAlias(
+        "metrics.enable_wandb",
+        unsupported=True,
+        note="Weights & Biases logging is not built in; write a metrics plugin",
+    ),
+    ConfigAlias(
+        "parallelism.pipeline_parallel_degree",
+        unsupported=True,
+        note="pipeline parallelism is not supported yet",
+    ),
+    ConfigAlias(
+        "experimental.pipeline_parallel_degree",
+        unsupported=True,
+        note="pipeline parallelism is not supported yet",
+    ),
+    ConfigAlias(
+        "parallelism.context_parallel_degree",
+        unsupported=True,
+        note="context parallelism is not supported yet",
+    ),
+    ConfigAlias(
+        "experimental.context_parallel_degree",
+        unsupported=True,
+        note="context parallelism is not supported yet",
+    ),
+    ConfigAlias(
+        "parallelism.enable_async_tensor_parallel",
+        unsupported=True,
+        note="async tensor parallelism is not supported yet",
+    ),
+    ConfigAlias(
+        "experimental.enable_async_tensor_parallel",
+        unsupported=True,
+        note="async tensor parallelism is not supported yet",
+    ),
 ]

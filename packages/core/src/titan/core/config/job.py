@@ -171,13 +171,16 @@ class _Resolver:
                 "when that plugin is installed)"
             )
         if name not in self.fields[section]:
-            raise ConfigError(f"unknown config key '{section}.{name}'; {self._suggest(section, name)}")
+            raise ConfigError(
+                f"unknown config key '{section}.{name}'; {self._suggest(section, name)}"
+            )
 
     def _suggest(self, section: str, name: str) -> str:
         """The same key in another section, else the closest key of this section, else anywhere."""
         elsewhere = [f"{s}.{name}" for s, fs in self.fields.items() if name in fs]
         close = elsewhere or [
-            f"{section}.{c}" for c in difflib.get_close_matches(name, list(self.fields[section]), n=1)
+            f"{section}.{c}"
+            for c in difflib.get_close_matches(name, list(self.fields[section]), n=1)
         ]
         close = close or difflib.get_close_matches(
             f"{section}.{name}", [*self._valid_keys(), *self.aliases], n=1, cutoff=0.6

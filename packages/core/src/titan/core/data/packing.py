@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
 from titan.core.errors import ConfigError
 from titan.core.tokenizers import Tokenizer
-from torch.utils.data import IterableDataset, get_worker_info
 
 
 def reader_shard(dp_rank: int, dp_world_size: int) -> tuple[int, int]:

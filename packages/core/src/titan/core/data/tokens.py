@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import IterableDataset
+
 from titan.core.data.packing import check_shard, reader_shard
 from titan.core.data.sources import TOKENS_INDEX
 from titan.core.errors import ConfigError
 from titan.core.tokenizers import Tokenizer, tokenizer_fingerprint
-from torch.utils.data import IterableDataset
 
 FORMAT = "titan-tokens"
 VERSION = 1

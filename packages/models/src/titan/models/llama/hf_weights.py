@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 import torch
+
 from titan.models.errors import ConversionError
 from titan.models.llama.args import LlamaArgs
 

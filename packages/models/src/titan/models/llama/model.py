@@ -14,8 +14,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from titan.models.llama.args import LlamaArgs, RopeScaling
 from torch import nn
+
+from titan.models.llama.args import LlamaArgs, RopeScaling
 
 
 def _scale_freqs(freqs: torch.Tensor, s: RopeScaling) -> torch.Tensor:
