@@ -249,14 +249,16 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The compute-dtype context of a forward pass (plugins evaluating the model use it too)."""
         t = self.config.training
         # Under FSDP2 the MixedPrecisionPolicy casts the weights; autocast is for one process.
         if t.mixed_precision_param == "bfloat16" and not self.fsdp_applied:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_context(self) -> contextlib.ExitStack:
+    def train_context(self) -> contextlib.ExitStack:
+        """The plugins' contexts (``titan_train_context``) around a forward+backward, entered."""
         stack = contextlib.ExitStack()
         for managers in self.hook.titan_train_context(trainer=self):
             for cm in managers or ():
@@ -272,8 +274,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for inputs, labels in batches:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
-            with self._train_context():
-                with self._autocast():
+            with self.train_context():
+                with self.autocast():
                     logits = self.model(inputs)
                 loss = self.loss_fn(logits, labels) / len(batches)
                 loss.backward()

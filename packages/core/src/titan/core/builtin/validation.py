@@ -97,7 +97,7 @@ class Evaluator:
                     if not _all_ranks_have(batch is not None, t.device):
                         break
                     inputs, labels = (x.to(t.device) for x in batch)
-                    with t._train_context(), t._autocast():
+                    with t.train_context(), t.autocast():
                         logits = model(inputs)
                         loss = t.loss_fn(logits, labels)
                     total += loss.detach().float()
