@@ -174,3 +174,10 @@ def test_effective_config_round_trips(tmp_path: Path) -> None:
     again = prepare_job(path)
     assert again.config.to_dict() == job.config.to_dict()
     assert again.plugins.active == job.plugins.active
+
+
+def test_tensor_parallel_degree_with_its_plugin_blocked_is_refused() -> None:
+    with pytest.raises(PluginError, match=r"tensor_parallel_degree is 2 but plugin 'tp'.*blocked"):
+        prepare_job(
+            None, plugins=["no:tp"], overrides=[("parallelism.tensor_parallel_degree", "2")]
+        )

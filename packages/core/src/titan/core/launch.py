@@ -138,12 +138,14 @@ def _activate_tensor_parallel(host: PluginHost, config: JobConfig, requested: li
             f"parallelism.tensor_parallel_degree is {degree} but no active plugin applies tensor "
             f"parallelism; activate one of: {', '.join(providers) or 'none installed'} (--plugins)"
         )
-    notes = list(host.notes)  # activate() would repeat the notes of the first activation
+    if f"no:{providers[0]}" in requested:
+        raise PluginError(
+            f"parallelism.tensor_parallel_degree is {degree} but plugin '{providers[0]}', which "
+            f"applies tensor parallelism, is blocked (no:{providers[0]}); set the degree to 1 "
+            "or unblock the plugin"
+        )
     host.activate([*requested, providers[0]])
-    host.notes[:] = [
-        *notes,
-        f"parallelism.tensor_parallel_degree = {degree} -> plugin '{providers[0]}'",
-    ]
+    host.notes.append(f"parallelism.tensor_parallel_degree = {degree} -> plugin '{providers[0]}'")
 
 
 def validate_core(job: Job) -> None:

@@ -82,6 +82,7 @@ class PluginHost:
         lists the available plugins. Returns the active set.
         """
         requested = [r.strip() for r in requested if r and r.strip()]
+        self.notes = []  # they describe this activation only
         blocked = {r[3:] for r in requested if r.startswith("no:")}
         wanted = [r for r in requested if not r.startswith("no:")]
         for name in [*blocked, *wanted]:
