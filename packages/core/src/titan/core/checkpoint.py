@@ -197,11 +197,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_single_process() -> Iterator[None]:
+def quiet_single_process() -> Iterator[None]:
     """DCP warns on every call without a process group; one process is a normal case here."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to.*single process")
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         yield
+
+
+def safe_load(states: dict[str, Any], path: Path | str) -> None:
+    """``dcp.load`` of checkpoint ``path`` into ``states`` without unpickling arbitrary objects."""
+    with quiet_single_process():
+        dcp.load(
+            states,
+            storage_reader=SafeFileSystemReader(str(path)),
+            planner=SafeLoadPlanner(),
+            no_dist=not _distributed(),
+        )
 
 
 # --- the folder ----------------------------------------------------------------
@@ -304,14 +316,7 @@ class CheckpointManager:
             )
         path = found[chosen]
         try:
-            to_load = self._loadable_states(path)
-            with _quiet_single_process():
-                dcp.load(
-                    to_load,
-                    storage_reader=SafeFileSystemReader(str(path)),
-                    planner=SafeLoadPlanner(),
-                    no_dist=not _distributed(),
-                )
+            safe_load(self._loadable_states(path), path)
         except (pickle.UnpicklingError, CheckpointException) as exc:
             raise CheckpointError(
                 f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
@@ -324,15 +329,7 @@ class CheckpointManager:
     def _load_initial(self) -> int:
         """Only the model weights of ``initial_load_path`` (a converted HF model); step 0."""
         if self.initial_load_path:
-            reader = SafeFileSystemReader(str(self.initial_load_path))
-            model = {"model": self.states["model"]}
-            with _quiet_single_process():
-                dcp.load(
-                    model,
-                    storage_reader=reader,
-                    planner=SafeLoadPlanner(),
-                    no_dist=not _distributed(),
-                )
+            safe_load({"model": self.states["model"]}, self.initial_load_path)
         return 0
 
     def _loadable_states(self, path: Path) -> dict[str, Any]:
@@ -384,7 +381,7 @@ class CheckpointManager:
             tmp.mkdir(parents=True, exist_ok=True)
         _barrier()
         if self.async_mode == "async" and not last:
-            with _quiet_single_process():
+            with quiet_single_process():
                 future = dcp.async_save(
                     self.states,
                     checkpoint_id=str(tmp),
@@ -393,7 +390,7 @@ class CheckpointManager:
                 )
             self._pending = (step, future)
             return final
-        with _quiet_single_process():
+        with quiet_single_process():
             dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
         self._publish(step)
         return final

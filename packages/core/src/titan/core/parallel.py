@@ -66,11 +66,6 @@ class ParallelDims:
         )
 
     @property
-    def fsdp_enabled(self) -> bool:
-        """True when FSDP2 wraps the model: more than one data-parallel rank (sharded or HSDP)."""
-        return self.dp_degree > 1
-
-    @property
     def is_main(self) -> bool:
         return self.rank == 0
 

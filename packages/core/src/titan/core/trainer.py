@@ -10,6 +10,7 @@ import contextlib
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,20 +184,25 @@ class Trainer:
         devices = [self.device] if self.device.type == "cuda" else []
         if not sharded:
             model.to_empty(device="cpu")
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(c.training.seed)
-                model.init_weights(buffer_device=torch.device("cpu"))
+            self._seeded_init(model, torch.device("cpu"))
             model.to(self.device)
             return
         model.to_empty(device=self.device)
         from_rank0 = c.parallelism.init_full_model_on_rank0
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             if from_rank0:  # the shards' random values are overwritten below: no need to warn
                 warnings.filterwarnings("ignore", message=".*DTensor random operators.*")
-            torch.manual_seed(c.training.seed)
-            model.init_weights(buffer_device=self.device)  # buffers, and shards if not from rank 0
+            self._seeded_init(model, self.device, devices)  # buffers, and shards if not from rank 0
         if from_rank0:
             self._load_full_init_from_rank0(model)
+
+    def _seeded_init(
+        self, model: torch.nn.Module, buffer_device: torch.device, rng_devices: Sequence[Any] = ()
+    ) -> None:
+        """``init_weights`` from ``training.seed``, leaving the training RNG stream untouched."""
+        with torch.random.fork_rng(devices=list(rng_devices)), torch.no_grad():
+            torch.manual_seed(self.config.training.seed)
+            model.init_weights(buffer_device=buffer_device)
 
     def _load_full_init_from_rank0(self, model: torch.nn.Module) -> None:
         """Rank 0 initialises an unsharded CPU copy; its tensors are broadcast into the shards."""
@@ -206,9 +212,7 @@ class Trainer:
         if self.parallel.rank == 0:
             with torch.device("cpu"):
                 reference = self.job.models.get(self.config.model.name).build(self.model_args)
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(self.config.training.seed)
-                reference.init_weights(buffer_device=torch.device("cpu"))
+            self._seeded_init(reference, torch.device("cpu"))
             full = reference.state_dict()
             del reference
         set_model_state_dict(
@@ -301,6 +305,11 @@ class Trainer:
             self.config.training.local_batch_size * self.parallel.dp_degree * self.grad_accum_steps
         )
 
+    def _tell(self, message: str) -> None:
+        """A one-line notice on stderr, from rank 0 only."""
+        if self.parallel.is_main:
+            print(message, file=sys.stderr, flush=True)
+
     def _skip_consumed_data(self, data: Any) -> None:
         """Resumed with another data-parallel layout: skip this rank's share of the data seen.
 
@@ -312,13 +321,10 @@ class Trainer:
         """
         per_rank = self.train_state.samples // self.parallel.dp_degree
         batches = per_rank // self.config.training.local_batch_size
-        if self.parallel.is_main:
-            print(
-                f"data-parallel layout changed since the checkpoint: each rank skips {batches} "
-                "batches of its shard to continue where the data left off",
-                file=sys.stderr,
-                flush=True,
-            )
+        self._tell(
+            f"data-parallel layout changed since the checkpoint: each rank skips {batches} "
+            "batches of its shard to continue where the data left off"
+        )
         for _ in range(batches):
             next(data)
 
@@ -326,20 +332,14 @@ class Trainer:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
-        if self.checkpointer.loaded_from is not None and self.parallel.is_main:
-            print(
+        if self.checkpointer.loaded_from is not None:
+            self._tell(
                 f"resumed from checkpoint {self.checkpointer.loaded_from} (step "
-                f"{self.train_state.step})",
-                file=sys.stderr,
-                flush=True,
+                f"{self.train_state.step})"
             )
             fresh = [s for s in self.checkpointer.skipped_states if s != "dataloader"]
             if fresh:
-                print(
-                    f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
         if "dataloader" in self.checkpointer.skipped_states:

@@ -12,9 +12,6 @@ full args, which is what ``titan convert titan-to-hf`` needs to write a
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,20 +25,14 @@ MODEL_FILE = "titan_model.json"
 FORMAT = "titan-model/1"
 
 
-@contextmanager
-def _single_process() -> Iterator[None]:
-    """DCP warns that no process group exists; conversion is single-process on purpose."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-        yield
-
-
 def save_model(folder: Path, state: dict[str, torch.Tensor]) -> None:
     """Write ``state`` as the ``"model"`` entry of a single-process DCP checkpoint."""
     import torch.distributed.checkpoint as dcp
 
+    from titan.core.checkpoint import quiet_single_process
+
     folder.mkdir(parents=True, exist_ok=True)
-    with _single_process():
+    with quiet_single_process():
         dcp.save({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
 
 
@@ -59,13 +50,16 @@ def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torc
 
     Tensors are allocated from the checkpoint's own metadata, so no model
     needs to be built; a checkpoint written by N ranks reads in one process.
+    Read like a resume reads (``titan.core.checkpoint.safe_load``): nothing in
+    the folder is unpickled beyond plain data.
     """
     import torch
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+    from titan.core.checkpoint import read_metadata, safe_load
+
     require_checkpoint(folder)
-    metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    metadata = read_metadata(folder)
     prefix = MODEL_KEY + "."
     state = {
         key[len(prefix) :]: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
@@ -76,8 +70,7 @@ def load_model(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torc
         raise ConversionError(
             f"checkpoint '{folder}' holds no model weights (no '{MODEL_KEY}.*' entries)"
         )
-    with _single_process():
-        dcp.load({MODEL_KEY: state}, checkpoint_id=str(folder), no_dist=True)
+    safe_load({MODEL_KEY: state}, folder)
     return {k: v.to(dtype) if dtype is not None else v for k, v in state.items()}
 
 
