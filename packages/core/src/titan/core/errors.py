@@ -19,3 +19,10 @@ class ConfigError(TitanError):
 
 class PluginError(TitanError):
     """A plugin is unknown, broken, or conflicts with another one."""
+
+
+EXIT_STOPPED_RESUMABLE = 75
+"""Exit code of a run that stopped on request (SIGTERM, SIGUSR1, SIGUSR2) after writing
+a checkpoint: run the same command again to resume. 75 is ``EX_TEMPFAIL`` of
+``sysexits.h`` ("temporary failure, retry later"); schedulers (Slurm requeue, SageMaker
+spot) treat it as "restart me"."""
