@@ -30,7 +30,7 @@ from rich.console import Console
 
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
-from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.launch import CONFIG_FILE_NAME, Job, check_launch
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
@@ -41,7 +41,22 @@ _console = Console(stderr=True, highlight=False, soft_wrap=True)
 INTERRUPTED = 130
 
 
+def _no_gpu_driver() -> bool:
+    """True when this machine has no NVIDIA or AMD GPU driver: then no GPU, known without torch.
+
+    Importing torch takes seconds on a busy machine; bad input must be reported
+    faster than that, and the checks before launch need the number of GPUs.
+    """
+    return not (
+        Path("/proc/driver/nvidia").exists()
+        or Path("/dev/kfd").exists()
+        or any(Path("/dev").glob("nvidia[0-9]*"))
+    )
+
+
 def gpu_count() -> int:
+    if sys.platform.startswith("linux") and _no_gpu_driver():
+        return 0
     import torch
 
     return torch.cuda.device_count()
@@ -138,6 +153,7 @@ class LocalBackend:
     def launch(self, job: Job, dry_run: bool) -> int:
         launch = job.config.launch
         nproc = self.nproc(job)
+        check_launch(job, nproc)  # before anything is written or started
         if nproc == 1 and launch.nnodes == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)
@@ -145,8 +161,9 @@ class LocalBackend:
             _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
+        _warn_if_oversubscribed(nproc)
         job.write_config()
-        return run_torchrun(cmd, rank_env(nproc, gpu_count()))
+        return run_torchrun(quiet_launcher(cmd), rank_env(nproc, gpu_count()))
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
         if dry_run:
@@ -158,6 +175,25 @@ class LocalBackend:
 
         run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
         return 0
+
+
+def quiet_launcher(cmd: list[str]) -> list[str]:
+    """The same torchrun command through ``titan.backends.torchrun``, which prints a failed
+    run's errors once instead of once per rank inside torchrun's ChildFailedError traceback."""
+    torchrun = ["-m", "torch.distributed.run"]
+    if cmd[1:3] != torchrun:
+        return cmd
+    return [cmd[0], "-m", "titan.backends.torchrun", *cmd[3:]]
+
+
+def _warn_if_oversubscribed(nproc: int) -> None:
+    """More CPU ranks than cores run, but each gets a fraction of a core: say so, once."""
+    cores = os.cpu_count() or 1
+    if gpu_count() == 0 and nproc > cores:
+        _console.print(
+            f"warning: --nproc {nproc} starts {nproc} ranks on {cores} CPU core(s); they share "
+            f"the cores and run slowly (--nproc {cores} or less runs faster)"
+        )
 
 
 def run_torchrun(cmd: list[str], env: dict[str, str]) -> int:

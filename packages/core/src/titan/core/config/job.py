@@ -94,13 +94,31 @@ def _parse_cli_value(raw: str) -> Any:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; every way the file can be unusable is one :class:`ConfigError`."""
+    if path.is_dir():
+        raise ConfigError(
+            f"config path '{path}' is a directory; pass the path of a .toml file "
+            "(e.g. its job_config.toml)"
+        )
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass the path of a .toml file")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x});"
+            " save it as UTF-8 (TOML files are UTF-8)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file '{path}' cannot be read ({exc.strerror or exc}); fix its permissions"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file '{path}' is not valid TOML: {exc}; fix that line (see docs/config.md)"
+        ) from None
 
 
 def _flatten(raw: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
@@ -273,7 +291,10 @@ def load_config(
     values: dict[str, Any] = {}
     if path is not None:
         for key, value in _flatten(read_toml(path), str(path)):
-            resolved = resolver.resolve(key, value, from_cli=False)
+            try:
+                resolved = resolver.resolve(key, value, from_cli=False)
+            except ConfigError as exc:  # name the file: the key may be in any of several
+                raise ConfigError(f"{path}: {exc}") from None
             if resolved:
                 values[resolved[0]] = resolved[1]
     for key, raw in overrides:
