@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from titan.core import hookimpl
+from titan.core.data.loader import check_data_here
 from titan.core.errors import ConfigError
 from titan.core.launch import CONFIG_FILE_NAME, Job, check_launch
 from titan.core.registry import BackendRegistry
@@ -154,6 +155,8 @@ class LocalBackend:
         launch = job.config.launch
         nproc = self.nproc(job)
         check_launch(job, nproc)  # before anything is written or started
+        if launch.nnodes == 1:  # the data is read here: check it is here
+            check_data_here(job.config)
         if nproc == 1 and launch.nnodes == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)

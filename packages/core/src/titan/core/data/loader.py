@@ -75,6 +75,36 @@ def check_validation_config(config: Any) -> None:
             raise ConfigError(f"validation.{key} must be 0 (the training value) or positive")
 
 
+def check_data_here(config: Any) -> None:
+    """Checks of the data that need this machine's files or network, before launch.
+
+    For backends whose ranks run on this machine (local): a missing folder or an
+    unreachable Hub would otherwise be found by every rank after the model build.
+    Cheap only: local paths are listed, the Hub is tried once; remote (s3://)
+    and pre-tokenized sources are left to the ranks.
+    """
+    import os
+
+    from titan.core.data.sources import hub_unreachable, local_files
+
+    splits = ["train", "validation"] if getattr(config.validation, "enable", False) else ["train"]
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    for split in splits:
+        plan = plan_data(config, split if split == "train" else config.validation.split)
+        for spec in _specs(config, plan):
+            if spec.kind == "local":
+                local_files(spec, plan.split, plan.explicit)
+            elif spec.kind == "hub" and not offline:
+                why_not = hub_unreachable()
+                if why_not:
+                    raise ConfigError(
+                        f"dataset '{spec.location}' is not a local file or folder, and the "
+                        f"Hugging Face Hub cannot be reached for it ({why_not}); fix the path, "
+                        "or download it where there is a network and set "
+                        "training.dataset_path to the files"
+                    )
+
+
 def plan_data(config: Any, split: str = "train") -> DataPlan:
     """Resolve which sources, columns and shapes the ``split`` loader uses."""
     d, t, v = config.data, config.training, config.validation
