@@ -29,9 +29,8 @@ from typing import Any
 from rich.console import Console
 
 from titan.core import hookimpl
-from titan.core.data.loader import check_data_here
 from titan.core.errors import ConfigError
-from titan.core.launch import CONFIG_FILE_NAME, Job, check_launch
+from titan.core.launch import CONFIG_FILE_NAME, Job, check_files_here, check_launch
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
@@ -151,12 +150,21 @@ class LocalBackend:
             cmd.append(f"--max-restarts={launch.max_restarts}")
         return [*cmd, *job.train_command(config_path)[1:]]
 
+    def check(self, job: Job) -> int:
+        """Everything that can be known before launch; returns the processes per machine.
+
+        ``titan run`` calls it before printing anything else, and :meth:`launch`
+        again, so a mistake is one line and nothing is written or started.
+        """
+        nproc = self.nproc(job)
+        check_launch(job, nproc)
+        if job.config.launch.nnodes == 1:  # the ranks read this machine's files
+            check_files_here(job)
+        return nproc
+
     def launch(self, job: Job, dry_run: bool) -> int:
         launch = job.config.launch
-        nproc = self.nproc(job)
-        check_launch(job, nproc)  # before anything is written or started
-        if launch.nnodes == 1:  # the data is read here: check it is here
-            check_data_here(job.config)
+        nproc = self.check(job)
         if nproc == 1 and launch.nnodes == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)

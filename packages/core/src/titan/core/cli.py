@@ -109,6 +109,7 @@ def _prepare(
     plugins: str,
     extra: list[tuple[str, str]] | None = None,
     validate: bool = True,
+    show_notes: bool = True,
 ):
     from titan.core.launch import prepare_job
 
@@ -117,9 +118,14 @@ def _prepare(
     job = prepare_job(
         config_path, _plugin_list(plugins), [*overrides, *(extra or [])], validate=validate
     )
+    if show_notes:
+        _print_notes(job)
+    return job
+
+
+def _print_notes(job) -> None:
     for note in [*job.config.notes, *job.plugins.notes]:
         console.print(f"[dim]note:[/] {escape(note)}")
-    return job
 
 
 @app.command(
@@ -146,8 +152,11 @@ def run(
     """
     extra = [("launch.nproc_per_node", str(nproc))] if nproc else []
     extra += [("launch.nnodes", str(nnodes))] if nnodes else []
-    job = _prepare(ctx, plugins, extra=extra)
+    job = _prepare(ctx, plugins, extra=extra, show_notes=False)
     chosen = job.backends.get(backend)
+    if hasattr(chosen, "check"):  # a mistake is then the only line printed
+        chosen.check(job)
+    _print_notes(job)
     active = ", ".join(sorted(n for n in job.plugins.active if not job.plugins.infos[n].autoload))
     console.print(
         f"[bold]titan[/] {job.config.model.name}/{job.config.model.flavor} "
@@ -259,8 +268,15 @@ def _human(n: int) -> str:
     return str(n)
 
 
+_plugin_commands_added = False
+
+
 def _add_plugin_commands() -> None:
     """Let plugins add sub-commands (titan_add_commands); a broken plugin must not break --help."""
+    global _plugin_commands_added
+    if _plugin_commands_added:  # main() may run several times in one process (tests)
+        return
+    _plugin_commands_added = True
     from titan.core.plugins import load_plugins
 
     try:

@@ -286,3 +286,31 @@ def check_launch(job: Job, nproc_per_node: int) -> None:
         )
         known.source = c.source
         job.plugins.hook.titan_validate_config(config=known, active=job.plugins.active)
+
+
+def check_files_here(job: Job) -> None:
+    """Checks that read this machine's files, for backends whose ranks run on this machine.
+
+    The tokenizer (readable, and no larger than the model's vocabulary), the
+    initial checkpoint folder and the data: each would otherwise fail in every
+    rank after the process group and, for the data, the model are built.
+    """
+    from titan.core.data.loader import check_data_here
+    from titan.core.tokenizers import check_vocab_size, load_tokenizer
+
+    c = job.config
+    tokenizer = load_tokenizer(c.model.tokenizer_path)
+    args = job.models.get(c.model.name).flavor(c.model.flavor)
+    if c.model.vocab_size and hasattr(args, "with_vocab"):
+        args = args.with_vocab(c.model.vocab_size)
+    vocab = getattr(args, "vocab_size", None)
+    if isinstance(vocab, int):
+        check_vocab_size(tokenizer, vocab, f"{c.model.name}/{c.model.flavor}")
+    initial = c.checkpoint.initial_load_path
+    if initial and not (Path(initial) / ".metadata").is_file():
+        what = "does not exist" if not Path(initial).exists() else "is not a checkpoint folder"
+        raise ConfigError(
+            f"checkpoint.initial_load_path '{initial}' {what} (no .metadata in it); point it at "
+            "a folder written by `titan convert hf-to-titan` or a <dump>/checkpoint/step-N"
+        )
+    check_data_here(c)
