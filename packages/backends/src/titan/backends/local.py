@@ -16,12 +16,14 @@ once, and it is told to die with ``titan`` if ``titan`` is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from titan.core import hookimpl
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, TitanError
 from titan.core.launch import CONFIG_FILE_NAME, Job, check_files_here, check_launch
 from titan.core.registry import BackendRegistry
 
@@ -173,19 +175,58 @@ class LocalBackend:
             print(shlex.join(cmd), flush=True)
             return 0
         _warn_if_oversubscribed(nproc)
-        job.write_config()
-        return run_torchrun(quiet_launcher(cmd), rank_env(nproc, gpu_count()))
+        with _config_kept_on_user_error(job) as outcome:
+            outcome.code = run_torchrun(quiet_launcher(cmd), rank_env(nproc, gpu_count()))
+        return outcome.code
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
         if dry_run:
             _dry_run_note(job, "one process, inside titan itself; the same run as a command")
             print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)
             return 0
-        job.write_config()
         from titan.core.train import run_training
 
-        run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
+        with _config_kept_on_user_error(job):
+            run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
         return 0
+
+
+@dataclass
+class _Outcome:
+    code: int = 0
+
+
+def _checkpoint_steps(job: Job) -> set[str]:
+    folder = job.dump_folder / job.config.checkpoint.folder
+    return {p.name for p in folder.glob("step-*") if (p / ".metadata").is_file()}
+
+
+@contextlib.contextmanager
+def _config_kept_on_user_error(job: Job) -> Iterator[_Outcome]:
+    """Write ``job_config.toml`` for the ranks; put the previous one back if the run stops on a
+    user error (exit 2) before writing a checkpoint.
+
+    Some mistakes only show in the ranks (a damaged checkpoint, a checkpoint of
+    another model). The previous file describes the previous run's checkpoints,
+    and bad input must not lose what was written.
+    """
+    path = job.dump_folder / CONFIG_FILE_NAME
+    previous = path.read_bytes() if path.is_file() else None
+    steps = _checkpoint_steps(job)
+    job.write_config()
+    outcome = _Outcome()
+    user_error = False
+    try:
+        yield outcome
+    except TitanError:
+        user_error = True
+        raise
+    finally:
+        if (user_error or outcome.code == 2) and _checkpoint_steps(job) == steps:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(previous)
 
 
 def quiet_launcher(cmd: list[str]) -> list[str]:

@@ -70,9 +70,7 @@ def parse_overrides(args: Iterable[str]) -> list[tuple[str, str]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
-            raise ConfigError(
-                f"unexpected argument '{arg}'; config overrides look like --section.key=value"
-            )
+            raise ConfigError(f"unexpected argument '{arg}'; {_override_hint(arg)}")
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
         elif i + 1 < len(args) and not args[i + 1].startswith("--"):
@@ -83,6 +81,19 @@ def parse_overrides(args: Iterable[str]) -> list[tuple[str, str]]:
         out.append((key, value))
         i += 1
     return out
+
+
+def _override_hint(arg: str) -> str:
+    """The likely fix for an argument that is not ``--section.key=value``."""
+    key = arg.lstrip("-").split("=", 1)[0]
+    if not arg.startswith("-") and "=" in arg and "." in key:
+        return f"did you mean '--{arg}'? (config overrides look like --section.key=value)"
+    if not arg.startswith("-") and arg.endswith(".toml"):
+        return (
+            "only one config file is read and it comes first, before the options "
+            "(titan run CONFIG.toml --section.key=value)"
+        )
+    return "config overrides look like --section.key=value"
 
 
 def _parse_cli_value(raw: str) -> Any:
@@ -101,6 +112,12 @@ def read_toml(path: Path) -> dict[str, Any]:
             "(e.g. its job_config.toml)"
         )
     if not path.is_file():
+        name = str(path)
+        if "=" in name and "." in name.split("=", 1)[0] and not name.endswith(".toml"):
+            raise ConfigError(
+                f"config file '{path}' does not exist; did you mean the override '--{name}'? "
+                "(config overrides look like --section.key=value)"
+            )
         raise ConfigError(f"config file '{path}' does not exist; pass the path of a .toml file")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -250,8 +267,10 @@ def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
         raise bad()
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(hint) or (Any,)
-        if from_cli and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if from_cli and isinstance(value, str):  # --data.weights=1,2: each item as on the CLI
+            value = [_parse_cli_value(v.strip()) for v in value.split(",") if v.strip()]
+        elif from_cli and not isinstance(value, list):  # --data.weights=3: a list of one
+            value = [value]
         if not isinstance(value, list):
             raise bad()
         return [_coerce(key, v, inner, from_cli) for v in value]
