@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m titan.core.train JOB_CONFIG.toml", file=sys.stderr)
         return 2
+    from titan.core.quiet import quiet_library_noise
+
+    quiet_library_noise()  # before the plugins' validation imports torch and torchao
     try:
         job = prepare_job(Path(argv[0]))
         run_training(job)
