@@ -97,3 +97,28 @@ def test_resuming_with_another_reader_layout_is_a_clear_error(
     other.load_state_dict(state)
     with pytest.raises(ConfigError, match="same data-parallel degree and data.num_workers"):
         next(iter(other))
+
+
+@pytest.mark.parametrize(("saved_workers", "resumed_workers"), [(2, 0), (0, 2), (2, 1)])
+def test_resuming_with_another_num_workers_continues_after_the_batches_read(
+    corpus, make_config, bundled_tokenizer, capfd, saved_workers, resumed_workers
+):
+    """torchdata refuses such a state (AssertionError); titan skips the batches already read."""
+    settings = {
+        "training.dataset_path": str(corpus(files=1, docs=40)),
+        "training.seq_len": 8,
+        "training.local_batch_size": 2,
+    }
+    saved = make_config(**settings, **{"data.num_workers": saved_workers})
+    resumed_config = make_config(**settings, **{"data.num_workers": resumed_workers})
+    loader = build_dataloader(saved, bundled_tokenizer)
+    it = iter(loader)
+    _take(it, 5)
+    state = _through_checkpoint(loader.state_dict())
+    del it, loader
+    reference = _take(iter(build_dataloader(resumed_config, bundled_tokenizer)), 8)
+
+    resumed = build_dataloader(resumed_config, bundled_tokenizer)
+    resumed.load_state_dict(state)
+    assert _same(_take(iter(resumed), 3), reference[5:8])  # batch 6 on, of the new layout
+    assert "data.num_workers changed since the checkpoint" in capfd.readouterr().err

@@ -16,12 +16,14 @@ once, and it is told to die with ``titan`` if ``titan`` is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,8 @@ from typing import Any
 from rich.console import Console
 
 from titan.core import hookimpl
-from titan.core.errors import ConfigError
-from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.errors import ConfigError, TitanError
+from titan.core.launch import CONFIG_FILE_NAME, Job, check_files_here, check_launch
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
@@ -41,7 +43,22 @@ _console = Console(stderr=True, highlight=False, soft_wrap=True)
 INTERRUPTED = 130
 
 
+def _no_gpu_driver() -> bool:
+    """True when this machine has no NVIDIA or AMD GPU driver: then no GPU, known without torch.
+
+    Importing torch takes seconds on a busy machine; bad input must be reported
+    faster than that, and the checks before launch need the number of GPUs.
+    """
+    return not (
+        Path("/proc/driver/nvidia").exists()
+        or Path("/dev/kfd").exists()
+        or any(Path("/dev").glob("nvidia[0-9]*"))
+    )
+
+
 def gpu_count() -> int:
+    if sys.platform.startswith("linux") and _no_gpu_driver():
+        return 0
     import torch
 
     return torch.cuda.device_count()
@@ -135,10 +152,22 @@ class LocalBackend:
             cmd.append(f"--max-restarts={launch.max_restarts}")
         return [*cmd, *job.train_command(config_path)[1:]]
 
+    def check(self, job: Job) -> int:
+        """Everything that can be known before launch; returns the processes per machine.
+
+        ``titan run`` calls it before printing anything else, and :meth:`launch`
+        again, so a mistake is one line and nothing is written or started.
+        """
+        nproc = self.nproc(job)
+        check_launch(job, nproc)
+        if job.config.launch.nnodes == 1:  # the ranks read this machine's files
+            check_files_here(job)
+        return nproc
+
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
         """Run in the foreground: ``wait`` is implied."""
         launch = job.config.launch
-        nproc = self.nproc(job)
+        nproc = self.check(job)
         if nproc == 1 and launch.nnodes == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)
@@ -146,19 +175,78 @@ class LocalBackend:
             _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
-        job.write_config()
-        return run_torchrun(cmd, rank_env(nproc, gpu_count()))
+        _warn_if_oversubscribed(nproc)
+        with _config_kept_on_user_error(job) as outcome:
+            outcome.code = run_torchrun(quiet_launcher(cmd), rank_env(nproc, gpu_count()))
+        return outcome.code
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
         if dry_run:
             _dry_run_note(job, "one process, inside titan itself; the same run as a command")
             print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)
             return 0
-        job.write_config()
         from titan.core.train import run_training
 
-        run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
+        with _config_kept_on_user_error(job):
+            run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
         return 0
+
+
+@dataclass
+class _Outcome:
+    code: int = 0
+
+
+def _checkpoint_steps(job: Job) -> set[str]:
+    folder = job.dump_folder / job.config.checkpoint.folder
+    return {p.name for p in folder.glob("step-*") if (p / ".metadata").is_file()}
+
+
+@contextlib.contextmanager
+def _config_kept_on_user_error(job: Job) -> Iterator[_Outcome]:
+    """Write ``job_config.toml`` for the ranks; put the previous one back if the run stops on a
+    user error (exit 2) before writing a checkpoint.
+
+    Some mistakes only show in the ranks (a damaged checkpoint, a checkpoint of
+    another model). The previous file describes the previous run's checkpoints,
+    and bad input must not lose what was written.
+    """
+    path = job.dump_folder / CONFIG_FILE_NAME
+    previous = path.read_bytes() if path.is_file() else None
+    steps = _checkpoint_steps(job)
+    job.write_config()
+    outcome = _Outcome()
+    user_error = False
+    try:
+        yield outcome
+    except TitanError:
+        user_error = True
+        raise
+    finally:
+        if (user_error or outcome.code == 2) and _checkpoint_steps(job) == steps:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(previous)
+
+
+def quiet_launcher(cmd: list[str]) -> list[str]:
+    """The same torchrun command through ``titan.backends.torchrun``, which prints a failed
+    run's errors once instead of once per rank inside torchrun's ChildFailedError traceback."""
+    torchrun = ["-m", "torch.distributed.run"]
+    if cmd[1:3] != torchrun:
+        return cmd
+    return [cmd[0], "-m", "titan.backends.torchrun", *cmd[3:]]
+
+
+def _warn_if_oversubscribed(nproc: int) -> None:
+    """More CPU ranks than cores run, but each gets a fraction of a core: say so, once."""
+    cores = os.cpu_count() or 1
+    if gpu_count() == 0 and nproc > cores:
+        _console.print(
+            f"warning: --nproc {nproc} starts {nproc} ranks on {cores} CPU core(s); they share "
+            f"the cores and run slowly (--nproc {cores} or less runs faster)"
+        )
 
 
 def run_torchrun(cmd: list[str], env: dict[str, str]) -> int:

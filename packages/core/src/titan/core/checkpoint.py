@@ -185,15 +185,44 @@ def saved_keys(path: Path) -> set[str]:
     return set(read_metadata(path).state_dict_metadata)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The gist of a load error: DCP wraps each rank's traceback into one long message."""
+def _root_error(exc: BaseException) -> BaseException:
+    """The first rank's own exception inside DCP's ``CheckpointException`` wrapper."""
     if isinstance(exc, CheckpointException) and exc.failures:
-        exc = next(iter(exc.failures.values()))[0]
+        inner = next(iter(exc.failures.values()))
+        return inner[0] if isinstance(inner, tuple) else inner
+    return exc
+
+
+_DAMAGE_MARKERS = (
+    "truncated",
+    "central directory",
+    "corrupt",
+    "ran out of input",
+    "unexpected end",
+)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A file of the checkpoint is cut short or corrupt (as opposed to not fitting the job)."""
+    root = _root_error(exc)
+    text = str(root).lower()
+    return isinstance(root, EOFError) or any(m in text for m in _DAMAGE_MARKERS)
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a load error, whole words only: DCP wraps each rank's traceback into one
+    long message, and torch's messages run on for several sentences."""
+    exc = _root_error(exc)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "unsupported global" in line.lower():  # weights_only refused a class: name it
             return f"it stores a {line.split('GLOBAL', 1)[-1].split()[0]} object ({line[:200]})"
-    return lines[0][:300] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    gist = lines[0].split(". ")[0].rstrip(".")
+    if len(gist) > limit:
+        gist = gist[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {gist}" if isinstance(exc, EOFError) else gist
 
 
 @contextlib.contextmanager
@@ -317,14 +346,35 @@ class CheckpointManager:
         path = found[chosen]
         try:
             safe_load(self._loadable_states(path), path)
-        except (pickle.UnpicklingError, CheckpointException) as exc:
-            raise CheckpointError(
-                f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
-                "(another model or plugins?), is damaged, or holds objects that are not plain "
-                "data; point checkpoint.folder elsewhere or set checkpoint.load_step to another step"
-            ) from None
+        except (pickle.UnpicklingError, EOFError, CheckpointException) as exc:
+            raise self._load_error(path, chosen, sorted(found), exc) from None
         self.loaded_from = path
         return chosen
+
+    @staticmethod
+    def _load_error(path: Path, step: int, steps: list[int], exc: BaseException) -> CheckpointError:
+        """One line: which checkpoint, what is wrong with it, and which one to load instead."""
+        older = [s for s in steps if s < step]
+        if older:
+            fix = (
+                f"load the previous one with --checkpoint.load_step={older[-1]} (complete: "
+                f"{', '.join(map(str, steps))})"
+            )
+        elif len(steps) > 1:
+            other = max(s for s in steps if s != step)
+            fix = f"load another one with --checkpoint.load_step={other}"
+        else:
+            fix = f"it is the only one: move '{path}' away to start without it"
+        if _is_damage(exc):
+            return CheckpointError(
+                f"checkpoint '{path}' is damaged (a file in it is cut short or corrupt: "
+                f"{_first_line(exc)}); {fix}"
+            )
+        return CheckpointError(
+            f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
+            "(another model or plugins?) or holds objects that are not plain data; point "
+            f"checkpoint.folder elsewhere, or {fix}"
+        )
 
     def _load_initial(self) -> int:
         """Only the model weights of ``initial_load_path`` (a converted HF model); step 0."""

@@ -78,6 +78,28 @@ def split_args(args: list[str]) -> tuple[Path | None, list[tuple[str, str]]]:
     return config, parse_overrides(rest)
 
 
+def _check_options(ctx: typer.Context) -> None:
+    """A misspelled option (``--nprocs``) is not a config override: say which option was meant.
+
+    Commands that take ``--section.key=value`` overrides accept unknown options
+    (click passes them on in ``ctx.args``); a name without a dot cannot be one.
+    """
+    import difflib
+
+    from titan.core.errors import ConfigError
+
+    options = sorted({o for p in ctx.command.params for o in p.opts if o.startswith("--")})
+    for arg in ctx.args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("-") and "." not in name:
+            close = difflib.get_close_matches(name, options, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(
+                f"{ctx.command_path}: no such option '{name}'; {hint}the options are "
+                f"{', '.join(options)}, and config overrides look like --section.key=value"
+            )
+
+
 def _plugin_list(plugins: str) -> list[str]:
     return [p.strip() for p in plugins.split(",") if p.strip()]
 
@@ -87,16 +109,23 @@ def _prepare(
     plugins: str,
     extra: list[tuple[str, str]] | None = None,
     validate: bool = True,
+    show_notes: bool = True,
 ):
     from titan.core.launch import prepare_job
 
+    _check_options(ctx)
     config_path, overrides = split_args(ctx.args)
     job = prepare_job(
         config_path, _plugin_list(plugins), [*overrides, *(extra or [])], validate=validate
     )
+    if show_notes:
+        _print_notes(job)
+    return job
+
+
+def _print_notes(job) -> None:
     for note in [*job.config.notes, *job.plugins.notes]:
         console.print(f"[dim]note:[/] {escape(note)}")
-    return job
 
 
 @app.command(
@@ -130,8 +159,11 @@ def run(
     """
     extra = [("launch.nproc_per_node", str(nproc))] if nproc else []
     extra += [("launch.nnodes", str(nnodes))] if nnodes else []
-    job = _prepare(ctx, plugins, extra=extra)
+    job = _prepare(ctx, plugins, extra=extra, show_notes=False)
     chosen = job.backends.get(backend)
+    if hasattr(chosen, "check"):  # a mistake is then the only line printed
+        chosen.check(job)
+    _print_notes(job)
     active = ", ".join(sorted(n for n in job.plugins.active if not job.plugins.infos[n].autoload))
     console.print(
         f"[bold]titan[/] {job.config.model.name}/{job.config.model.flavor} "
@@ -307,8 +339,15 @@ def _human(n: int) -> str:
     return str(n)
 
 
+_plugin_commands_added = False
+
+
 def _add_plugin_commands() -> None:
     """Let plugins add sub-commands (titan_add_commands); a broken plugin must not break --help."""
+    global _plugin_commands_added
+    if _plugin_commands_added:  # main() may run several times in one process (tests)
+        return
+    _plugin_commands_added = True
     from titan.core.plugins import load_plugins
 
     try:
@@ -317,11 +356,53 @@ def _add_plugin_commands() -> None:
         console.print(f"[yellow]warning:[/] {escape(str(exc))}")
 
 
-def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
-    _add_plugin_commands()
+def _usage_error_line(exc: Exception) -> str:
+    """One line for a command-line parsing error: what is wrong, then how to fix it.
+
+    Click's own report is a usage block, a hint and the error on three lines;
+    titan's rule is one line that names the problem and the fix.
+    """
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = message.replace("Value error, ", "").strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    if ctx is None:
+        return f"{message}; see 'titan --help' (or the command's --help)"
+    where = ctx.command_path
+    help_hint = f"see '{where} --help'"
+    if message.startswith("no such command"):
+        commands = sorted(getattr(ctx.command, "commands", {}) or {})
+        return f"{where}: {message}; the commands are {', '.join(commands)} ({help_hint})"
+    usage = ctx.get_usage().strip().replace("Usage: ", "usage: ", 1)
+    return f"{where}: {message}; {' '.join(usage.split())} ({help_hint})"
+
+
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """The click exception base classes in use: typer's bundled click, and click if installed.
+
+    typer >= 0.20 raises the exceptions of its own copy of click (all subclasses
+    of ``typer.TyperException``); a plugin's command may still use click itself.
+    """
+    types: list[type[BaseException]] = [typer.TyperException]
     try:
-        code = app(standalone_mode=False)
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line and exit code 2.
+
+    ``argv`` (default: ``sys.argv[1:]``) lets tests run the command in-process
+    with the same output and exit code as the console script.
+    """
+    _add_plugin_commands()
+    click_errors = _click_exception_types()
+    try:
+        code = app(args=argv, prog_name="titan", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except TitanError as exc:
@@ -335,13 +416,13 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except click_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `titan` alone: the help is the answer
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        line = _usage_error_line(exc)
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+        sys.exit(2 if getattr(exc, "exit_code", 2) in (1, 2) else exc.exit_code)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ which repeats these steps from that file and trains.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -108,7 +110,9 @@ def prepare_job(
     """Discover plugins, load and validate the config: everything short of launching."""
     host = load_plugins()
     schema, aliases = collect_schema(host)
+    overrides = list(overrides)
     config = load_config(config_path, overrides, schema, aliases)
+    _check_config_plugin_names(host, config, overrides)
     host.activate([*config.requested_plugins, *plugins])
     _activate_tensor_parallel(host, config, [*config.requested_plugins, *plugins])
     models, backends = ModelRegistry(), BackendRegistry()
@@ -119,6 +123,30 @@ def prepare_job(
         validate_core(job)
         host.hook.titan_validate_config(config=config, active=host.active)
     return job
+
+
+def _check_config_plugin_names(
+    host: PluginHost, config: JobConfig, overrides: list[tuple[str, str]]
+) -> None:
+    """An unknown name in ``[plugins] enabled`` is fixed in the file (or override), not --plugins."""
+    if "plugins" not in config:
+        return
+    from_cli = any(key == "plugins.enabled" for key, _ in overrides)
+    where = (
+        "--plugins.enabled"
+        if from_cli or config.source is None
+        else (f"[plugins] enabled of {config.source}")
+    )
+    for name in config.plugins.enabled:
+        bare = name.strip().removeprefix("no:")
+        if bare and bare not in host.infos:
+            close = difflib.get_close_matches(bare, list(host.infos), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise PluginError(
+                f"unknown plugin '{bare}' in {where}{hint}; available plugins: "
+                f"{', '.join(sorted(host.infos))} (fix the name there, or install a package "
+                "that provides it)"
+            )
 
 
 def _activate_tensor_parallel(host: PluginHost, config: JobConfig, requested: list[str]) -> None:
@@ -152,7 +180,18 @@ def validate_core(job: Job) -> None:
     """Checks of core's own sections, before any process starts."""
     c = job.config
     family = job.models.get(c.model.name)
-    family.flavor(c.model.flavor)
+    args = family.flavor(c.model.flavor)
+    max_seq_len = getattr(args, "max_seq_len", None)
+    if isinstance(max_seq_len, int) and c.training.seq_len > max_seq_len > 0:
+        raise ConfigError(
+            f"training.seq_len {c.training.seq_len} exceeds the model's max_seq_len "
+            f"{max_seq_len} ({c.model.name}/{c.model.flavor}); lower training.seq_len"
+        )
+    if not c.job.dump_folder.strip():
+        raise ConfigError(
+            "config key 'job.dump_folder' is empty (it would write into the current folder); "
+            "name a folder, e.g. --job.dump_folder=./outputs"
+        )
     positive = {
         "training.steps": c.training.steps,
         "training.local_batch_size": c.training.local_batch_size,
@@ -175,3 +214,103 @@ def validate_core(job: Job) -> None:
     for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
         if getattr(c.parallelism, degree) < 1:
             raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")
+
+
+def resolve_degrees(
+    world_size: int, dp_replicate: int, dp_shard: int, tp: int
+) -> tuple[int, int, int]:
+    """Fill in ``dp_shard = -1`` and check that the degrees multiply to the world size.
+
+    Torch-free, so that the launching ``titan`` process checks it before any
+    rank starts (:func:`check_launch`); the ranks check it again.
+    """
+    if tp > world_size:
+        raise ConfigError(
+            f"parallelism.tensor_parallel_degree {tp} is larger than the {world_size} "
+            f"process(es) of this run; start {tp} or more (--nproc {tp}) or lower the degree"
+        )
+    if dp_shard == -1:
+        if world_size % (dp_replicate * tp):
+            raise ConfigError(
+                f"world size {world_size} is not divisible by data_parallel_replicate_degree "
+                f"{dp_replicate} x tensor_parallel_degree {tp}; change the degrees or the "
+                "process count (--nproc)"
+            )
+        dp_shard = world_size // (dp_replicate * tp)
+    if dp_replicate * dp_shard * tp != world_size:
+        raise ConfigError(
+            f"parallelism degrees dp_replicate {dp_replicate} x dp_shard {dp_shard} x tp {tp} = "
+            f"{dp_replicate * dp_shard * tp}, but {world_size} processes run; make them match "
+            "(--nproc, or data_parallel_shard_degree = -1)"
+        )
+    return dp_replicate, dp_shard, tp
+
+
+def check_launch(job: Job, nproc_per_node: int) -> None:
+    """Checks that need the config and the number of processes, run before any process starts.
+
+    A backend calls this once it knows how many processes it starts per
+    machine (the local backend: ``--nproc``, or one per GPU). Mistakes found
+    here would otherwise surface inside every rank, after the model build,
+    wrapped in torchrun's report. The ranks repeat the checks (a safety net).
+    """
+    c = job.config
+    world = nproc_per_node * max(c.launch.nnodes, 1)
+    p = c.parallelism
+    dp_rep, dp_shard, _ = resolve_degrees(
+        world,
+        p.data_parallel_replicate_degree,
+        p.data_parallel_shard_degree,
+        p.tensor_parallel_degree,
+    )
+    if dp_rep * dp_shard > 1 and not job.plugins.hook.titan_apply_data_parallel.get_hookimpls():
+        raise ConfigError(
+            f"{dp_rep * dp_shard} data-parallel ranks, but no active plugin applies data "
+            "parallelism (is 'fsdp' blocked with no:fsdp?); remove no:fsdp, or run one "
+            "process (--nproc 1)"
+        )
+    t = c.training
+    per_step = t.local_batch_size * dp_rep * dp_shard
+    if t.global_batch_size not in (-1, 0) and t.global_batch_size % per_step:
+        raise ConfigError(
+            f"training.global_batch_size {t.global_batch_size} is not a multiple of "
+            f"local_batch_size {t.local_batch_size} x data-parallel degree {dp_rep * dp_shard} "
+            f"= {per_step}; change one of them"
+        )
+    if c.launch.nproc_per_node != nproc_per_node:
+        # Plugins' checks that need the world size (fp8-ag needs sharding) skip it when
+        # launch.nproc_per_node is 0 ("one per GPU"); here the number is known.
+        known = JobConfig(
+            {**c.sections, "launch": dataclasses.replace(c.launch, nproc_per_node=nproc_per_node)},
+            c.requested_plugins,
+        )
+        known.source = c.source
+        job.plugins.hook.titan_validate_config(config=known, active=job.plugins.active)
+
+
+def check_files_here(job: Job) -> None:
+    """Checks that read this machine's files, for backends whose ranks run on this machine.
+
+    The tokenizer (readable, and no larger than the model's vocabulary), the
+    initial checkpoint folder and the data: each would otherwise fail in every
+    rank after the process group and, for the data, the model are built.
+    """
+    from titan.core.data.loader import check_data_here
+    from titan.core.tokenizers import check_vocab_size, load_tokenizer
+
+    c = job.config
+    tokenizer = load_tokenizer(c.model.tokenizer_path)
+    args = job.models.get(c.model.name).flavor(c.model.flavor)
+    if c.model.vocab_size and hasattr(args, "with_vocab"):
+        args = args.with_vocab(c.model.vocab_size)
+    vocab = getattr(args, "vocab_size", None)
+    if isinstance(vocab, int):
+        check_vocab_size(tokenizer, vocab, f"{c.model.name}/{c.model.flavor}")
+    initial = c.checkpoint.initial_load_path
+    if initial and not (Path(initial) / ".metadata").is_file():
+        what = "does not exist" if not Path(initial).exists() else "is not a checkpoint folder"
+        raise ConfigError(
+            f"checkpoint.initial_load_path '{initial}' {what} (no .metadata in it); point it at "
+            "a folder written by `titan convert hf-to-titan` or a <dump>/checkpoint/step-N"
+        )
+    check_data_here(c)

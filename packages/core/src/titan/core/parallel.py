@@ -15,28 +15,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from titan.core.errors import ConfigError
+from titan.core.launch import resolve_degrees  # checked before launch too
 
 MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
-
-
-def resolve_degrees(
-    world_size: int, dp_replicate: int, dp_shard: int, tp: int
-) -> tuple[int, int, int]:
-    """Fill in ``dp_shard = -1`` and check that the degrees multiply to the world size."""
-    if dp_shard == -1:
-        if world_size % (dp_replicate * tp):
-            raise ConfigError(
-                f"world size {world_size} is not divisible by data_parallel_replicate_degree "
-                f"{dp_replicate} x tensor_parallel_degree {tp}; change the degrees or process count"
-            )
-        dp_shard = world_size // (dp_replicate * tp)
-    if dp_replicate * dp_shard * tp != world_size:
-        raise ConfigError(
-            f"parallelism degrees dp_replicate {dp_replicate} x dp_shard {dp_shard} x tp {tp} = "
-            f"{dp_replicate * dp_shard * tp}, but {world_size} processes run; make them match"
-        )
-    return dp_replicate, dp_shard, tp
 
 
 @dataclass

@@ -15,6 +15,19 @@ from typing import Any
 from titan.core.errors import TitanError
 from titan.core.launch import Job, prepare_job
 
+RANK_ERRORS_ENV = "TITAN_RANK_ERRORS"
+"""Folder where a rank leaves its user error as ``rank-<RANK>.txt`` for the launcher to print
+once (set by ``titan.backends.torchrun``); unset, the rank prints it itself."""
+
+
+def leave_error_for_launcher(message: str) -> bool:
+    """Write ``message`` where the launcher reads it; False when not launched that way."""
+    folder = os.environ.get(RANK_ERRORS_ENV)
+    if not folder or not Path(folder).is_dir():
+        return False
+    (Path(folder) / f"rank-{os.environ.get('RANK', '0')}.txt").write_text(message)
+    return True
+
 
 def run_training(job: Job) -> dict[str, Any]:
     """Build the trainer for ``job`` and train, then leave the process group.
@@ -39,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m titan.core.train JOB_CONFIG.toml", file=sys.stderr)
         return 2
+    from titan.core.quiet import quiet_library_noise
+
+    quiet_library_noise()  # before the plugins' validation imports torch and torchao
     try:
         job = prepare_job(Path(argv[0]))
         run_training(job)
     except TitanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Under titan's torchrun launcher every rank's copy goes to a file, printed once.
+        if not leave_error_for_launcher(str(exc)):
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # Ctrl-C, passed on by torchrun: stop quietly, no traceback
         print(f"rank {os.environ.get('RANK', '0')}: interrupted", file=sys.stderr)

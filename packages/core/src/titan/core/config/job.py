@@ -70,9 +70,7 @@ def parse_overrides(args: Iterable[str]) -> list[tuple[str, str]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
-            raise ConfigError(
-                f"unexpected argument '{arg}'; config overrides look like --section.key=value"
-            )
+            raise ConfigError(f"unexpected argument '{arg}'; {_override_hint(arg)}")
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
         elif i + 1 < len(args) and not args[i + 1].startswith("--"):
@@ -85,6 +83,19 @@ def parse_overrides(args: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _override_hint(arg: str) -> str:
+    """The likely fix for an argument that is not ``--section.key=value``."""
+    key = arg.lstrip("-").split("=", 1)[0]
+    if not arg.startswith("-") and "=" in arg and "." in key:
+        return f"did you mean '--{arg}'? (config overrides look like --section.key=value)"
+    if not arg.startswith("-") and arg.endswith(".toml"):
+        return (
+            "only one config file is read and it comes first, before the options "
+            "(titan run CONFIG.toml --section.key=value)"
+        )
+    return "config overrides look like --section.key=value"
+
+
 def _parse_cli_value(raw: str) -> Any:
     """TOML syntax where it parses (numbers, booleans, lists), else a plain string."""
     try:
@@ -94,13 +105,37 @@ def _parse_cli_value(raw: str) -> Any:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; every way the file can be unusable is one :class:`ConfigError`."""
+    if path.is_dir():
+        raise ConfigError(
+            f"config path '{path}' is a directory; pass the path of a .toml file "
+            "(e.g. its job_config.toml)"
+        )
     if not path.is_file():
+        name = str(path)
+        if "=" in name and "." in name.split("=", 1)[0] and not name.endswith(".toml"):
+            raise ConfigError(
+                f"config file '{path}' does not exist; did you mean the override '--{name}'? "
+                "(config overrides look like --section.key=value)"
+            )
         raise ConfigError(f"config file '{path}' does not exist; pass the path of a .toml file")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x});"
+            " save it as UTF-8 (TOML files are UTF-8)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file '{path}' cannot be read ({exc.strerror or exc}); fix its permissions"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file '{path}' is not valid TOML: {exc}; fix that line (see docs/config.md)"
+        ) from None
 
 
 def _flatten(raw: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
@@ -232,8 +267,10 @@ def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
         raise bad()
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(hint) or (Any,)
-        if from_cli and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if from_cli and isinstance(value, str):  # --data.weights=1,2: each item as on the CLI
+            value = [_parse_cli_value(v.strip()) for v in value.split(",") if v.strip()]
+        elif from_cli and not isinstance(value, list):  # --data.weights=3: a list of one
+            value = [value]
         if not isinstance(value, list):
             raise bad()
         return [_coerce(key, v, inner, from_cli) for v in value]
@@ -273,7 +310,10 @@ def load_config(
     values: dict[str, Any] = {}
     if path is not None:
         for key, value in _flatten(read_toml(path), str(path)):
-            resolved = resolver.resolve(key, value, from_cli=False)
+            try:
+                resolved = resolver.resolve(key, value, from_cli=False)
+            except ConfigError as exc:  # name the file: the key may be in any of several
+                raise ConfigError(f"{path}: {exc}") from None
             if resolved:
                 values[resolved[0]] = resolved[1]
     for key, raw in overrides:

@@ -14,6 +14,8 @@ prepare`` is read as tokens (no tokenization at all).
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,36 @@ def check_validation_config(config: Any) -> None:
     for key in ("local_batch_size", "seq_len"):
         if getattr(v, key) < 0:
             raise ConfigError(f"validation.{key} must be 0 (the training value) or positive")
+
+
+def check_data_here(config: Any) -> None:
+    """Checks of the data that need this machine's files or network, before launch.
+
+    For backends whose ranks run on this machine (local): a missing folder or an
+    unreachable Hub would otherwise be found by every rank after the model build.
+    Cheap only: local paths are listed, the Hub is tried once; remote (s3://)
+    and pre-tokenized sources are left to the ranks.
+    """
+    import os
+
+    from titan.core.data.sources import hub_unreachable, local_files
+
+    splits = ["train", "validation"] if getattr(config.validation, "enable", False) else ["train"]
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    for split in splits:
+        plan = plan_data(config, split if split == "train" else config.validation.split)
+        for spec in _specs(config, plan):
+            if spec.kind == "local":
+                local_files(spec, plan.split, plan.explicit)
+            elif spec.kind == "hub" and not offline:
+                why_not = hub_unreachable()
+                if why_not:
+                    raise ConfigError(
+                        f"dataset '{spec.location}' is not a local file or folder, and the "
+                        f"Hugging Face Hub cannot be reached for it ({why_not}); fix the path, "
+                        "or download it where there is a network and set "
+                        "training.dataset_path to the files"
+                    )
 
 
 def plan_data(config: Any, split: str = "train") -> DataPlan:
@@ -186,9 +218,67 @@ def build_dataloader(
         infinite=infinite,
     )
     workers = config.data.num_workers if num_workers is None else num_workers
-    return StatefulDataLoader(
+
+    class ResumableDataLoader(StatefulDataLoader):
+        """Also resumes a state saved with another ``data.num_workers``.
+
+        torchdata's state holds one position per worker and refuses (with an
+        ``AssertionError``) a state of another worker count. The stream of
+        another worker count is another interleaving of the rank's documents,
+        so no saved position fits it; the loader instead skips as many batches
+        as the old one had yielded: the same number of sequences is consumed,
+        the same documents exactly when every document is one window long, and
+        the next checkpoint holds positions of the new layout. The trainer does
+        the same when the data-parallel degree changes (docs/data.md).
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.skip_batches = 0
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            saved = saved_num_workers(state_dict)
+            if saved is None or saved == self.num_workers:
+                super().load_state_dict(state_dict)
+                return
+            self.skip_batches = batches_yielded(state_dict)
+            if dp_rank == 0 and os.environ.get("RANK", "0") == "0":
+                print(
+                    f"data.num_workers changed since the checkpoint ({saved} -> "
+                    f"{self.num_workers}): each rank skips the {self.skip_batches} batches it "
+                    "had read, to continue after them",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        def __iter__(self) -> Any:
+            it = super().__iter__()
+            skip, self.skip_batches = self.skip_batches, 0
+            for _ in range(skip):
+                next(it)
+            return it
+
+    return ResumableDataLoader(
         dataset,
         batch_size=plan.batch_size,
         num_workers=workers,
         pin_memory=config.data.pin_memory and torch.cuda.is_available(),
     )
+
+
+def saved_num_workers(state: dict[str, Any]) -> int | None:
+    """The ``num_workers`` of the loader that saved ``state`` (torchdata's layout), if known."""
+    if "_num_yielded" in state:  # single-process loader
+        return 0
+    snapshot = state.get("_snapshot")
+    if isinstance(snapshot, dict) and isinstance(snapshot.get("_worker_snapshots"), dict):
+        return len(snapshot["_worker_snapshots"])
+    return None
+
+
+def batches_yielded(state: dict[str, Any]) -> int:
+    """Batches the loader that saved ``state`` had yielded."""
+    if "_num_yielded" in state:
+        return int(state["_num_yielded"])
+    snapshot = state["_snapshot"]
+    return int(snapshot.get("_snapshot_step", 0)) + int(state.get("_steps_since_snapshot", 0))

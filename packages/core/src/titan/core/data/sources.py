@@ -235,10 +235,39 @@ def hub_load_kwargs(name: str, config: str | None, split: str) -> dict[str, Any]
     return kwargs
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached (one quick try), or None if it can.
+
+    Without this, ``datasets`` retries each request five times with growing
+    pauses: over a minute and a dozen log lines before the same conclusion.
+    The endpoint is ``HF_ENDPOINT`` when set (a mirror), else huggingface.co.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def _load_hub(spec: SourceSpec, split: str) -> Any:
     from datasets import load_dataset
 
     kwargs = hub_load_kwargs(spec.location, spec.hub_config, split)
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    why_not = None if offline else hub_unreachable()
+    if why_not:
+        raise ConfigError(
+            f"dataset '{spec.location}' is not a local file or folder, and the Hugging Face Hub "
+            f"cannot be reached for it ({why_not}); fix the path, or download it where there "
+            "is a network and set training.dataset_path to the files"
+        )
     try:
         return load_dataset(**kwargs)
     except (ConnectionError, OSError) as exc:
