@@ -280,3 +280,18 @@ def test_v02_debug_files_are_the_same() -> None:
     text = (TOMLS / "v0.2.2/debug_model.toml").read_bytes()
     assert (TOMLS / "v0.2.0/debug_model.toml").read_bytes() == text
     assert (TOMLS / "v0.2.1/debug_model.toml").read_bytes() == text
+
+
+def test_run_checks_torchtitan_paths_before_launching(tmp_path: Path) -> None:
+    """The debug files name torchtitan's repo-local tokenizer and data: one line each."""
+    path = TOMLS / "v0.2.2/debug_model.toml"
+    with pytest.raises(ConfigError, match=r"'./tests/assets/tokenizer' \(model.hf_assets_path\)"):
+        prepare_job(path)
+    with pytest.raises(ConfigError, match=r"c4_test.*training.dataset_path.*tinyshakespeare"):
+        prepare_job(path, overrides=[("model.hf_assets_path", "")])
+    (tmp_path / "c4_test").mkdir()
+    job = prepare_job(
+        path,
+        overrides=[("model.hf_assets_path", ""), ("training.dataset_path", str(tmp_path))],
+    )
+    assert job.config.training.dataset == "c4_test"

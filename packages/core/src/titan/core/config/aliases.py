@@ -43,8 +43,9 @@ VALUE_ALIASES: dict[tuple[str, str], str] = {
     ("model.flavor", "debugmodel"): "debug",
     ("checkpoint.async_mode", "async_with_pinned_mem"): "async",
 }
-"""torchtitan values of titan keys that titan spells differently (titan's async mode
-already copies to pinned memory)."""
+"""torchtitan values of titan keys that titan spells differently. torchtitan's
+``async_with_pinned_mem`` is its async save with the CPU copy in pinned memory (a faster
+copy, the same checkpoint); titan's ``async`` writes the same checkpoint."""
 
 _PP_FIX = (
     "titan has no pipeline parallelism: set it to 1 and shard the model with FSDP "
@@ -79,7 +80,6 @@ CORE_ALIASES: list[ConfigAlias] = [
     ConfigAlias("training.warmup_steps", target="lr_scheduler.warmup_steps"),
     ConfigAlias("lr_scheduler.lr_min", target="lr_scheduler.min_lr_factor"),
     ConfigAlias("checkpoint.enable", target="checkpoint.enable_checkpoint"),
-    ConfigAlias("validation.freq", target="validation.eval_interval"),
     _ignored("job.config_file", "titan takes the config path as an argument"),
     _ignored("job.use_for_integration_test", "a torchtitan test marker"),
     _ignored("job.print_args", "cosmetic; `titan config show` prints the config"),

@@ -80,3 +80,23 @@ def detect_era(keys: Iterable[str]) -> Era | None:
             if any(k == marker or (marker.endswith(".") and k.startswith(marker)) for k in keys):
                 return era
     return None
+
+
+TORCHTITAN_LOCAL_DATASETS = {
+    "c4_test": "tests/assets/c4_test",
+    "c4_mini": "torchtitan/datasets/c4_mini",
+}
+"""Datasets that lived inside torchtitan's own repository (not on the Hugging Face Hub)."""
+
+
+def local_dataset_problem(dataset: str, dataset_path: str) -> str | None:
+    """A torchtitan debug file's ``dataset = "c4_test"`` names files only torchtitan's
+    repository has: say so before launching, rather than after the Hub is tried."""
+    where = TORCHTITAN_LOCAL_DATASETS.get(dataset)
+    if where is None or dataset_path:
+        return None
+    return (
+        f"training.dataset = '{dataset}' is a small dataset kept in torchtitan's repository "
+        f"({where}); set training.dataset_path to a copy of that folder, or train on titan's "
+        "bundled corpus with --training.dataset=tinyshakespeare"
+    )
