@@ -295,3 +295,17 @@ def test_run_checks_torchtitan_paths_before_launching(tmp_path: Path) -> None:
         overrides=[("model.hf_assets_path", ""), ("training.dataset_path", str(tmp_path))],
     )
     assert job.config.training.dataset == "c4_test"
+
+
+@pytest.mark.parametrize(
+    "name", ["2024-04/llama2_70b.toml", "2024-12-26/llama3_405b.toml", "v0.2.2/llama3_405b.toml"]
+)
+def test_effective_config_reads_back_the_same(tmp_path: Path, name: str) -> None:
+    """Ranks read the job_config.toml titan writes: same values, no era guessing left."""
+    job = prepare_job(TOMLS / name, validate=False)
+    written = tmp_path / "job_config.toml"
+    written.write_text(job.effective_toml())
+    assert detect_era(_flat(tomllib.loads(written.read_text()))) is None
+    again = prepare_job(written, validate=False)
+    assert again.config.to_dict() == job.config.to_dict()
+    assert again.plugins.active == job.plugins.active

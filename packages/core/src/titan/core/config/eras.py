@@ -19,7 +19,8 @@ class Era:
     name: str
     """Shown in the note, e.g. "torchtitan 2024 (train_configs/)"."""
     markers: tuple[str, ...]
-    """Keys ("section.key") or whole sections ("section.") only this era's files use."""
+    """Keys ("section.key") or whole sections ("section.") only this era's files use; never
+    a titan key, so that the effective config titan writes reads as titan's own."""
     defaults: dict[str, object] = field(default_factory=dict)
     """titan keys whose default differs for this era's files (the file still wins)."""
 
@@ -51,7 +52,6 @@ ERAS: tuple[Era, ...] = (
             "compile.components",
             "checkpoint.enable",
             "checkpoint.last_save_model_only",
-            "model.hf_assets_path",
             "job.print_config",
             "job.custom_config_module",
             "validation.freq",
