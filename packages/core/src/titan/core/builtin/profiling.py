@@ -7,8 +7,8 @@ where torchtitan would write them (below ``job.dump_folder``):
 * ``enable_profiling``: every ``profile_freq`` steps, the last
   ``profiler_active`` steps are recorded after ``profiler_warmup`` warm-up
   steps, and written as a Chrome trace ``<save_traces_folder>/iteration_<N>/
-  rank<R>_trace.json`` (opens in https://ui.perfetto.dev and TensorBoard's
-  profiler). CPU activity always; CUDA kernels when a GPU is used.
+  rank<R>_trace.json`` (the Chrome trace format: opens in https://ui.perfetto.dev
+  and chrome://tracing). CPU activity always; CUDA kernels when a GPU is used.
 * ``enable_memory_snapshot`` (GPU only): CUDA allocator history, dumped every
   ``profile_freq`` steps as ``<save_memory_snapshot_folder>/iteration_<N>/
   rank<R>_memory_snapshot.pickle`` (drag into https://pytorch.org/memory_viz).
