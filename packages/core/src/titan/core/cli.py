@@ -201,20 +201,39 @@ def config_aliases() -> None:
         table.add_column(col)
     for a in sorted(aliases, key=lambda a: a.source):
         if a.unsupported:
-            becomes = f"refused unless off/1 ({a.note})"
+            becomes = f"accepted while off/1; otherwise refused: {a.fix or a.note}"
         elif a.ignore:
             becomes = f"ignored ({a.note})"
+        elif a.item is not None:
+            becomes = " and ".join(
+                x
+                for x in (
+                    a.target and f"{a.target} = whether the list holds {a.item!r}",
+                    a.activates and f"activates plugin '{a.activates}' when it holds {a.item!r}",
+                )
+                if x
+            )
         else:
             becomes = " and ".join(
                 x
                 for x in (
                     a.target and f"{a.target}",
-                    a.activates and f"activates plugin '{a.activates}' when true",
+                    a.activates
+                    and f"activates plugin '{a.activates}' when on (true, or not 'none')",
                 )
                 if x
             )
         table.add_row(a.source, escape(becomes))
+    from titan.core.config.aliases import VALUE_ALIASES
+
+    for (key, value), titan_value in sorted(VALUE_ALIASES.items()):
+        table.add_row(f"{key} = {value!r}", escape(f"{key} = {titan_value!r}"))
     out.print(table)
+    out.print(
+        "The torchtitan release a file comes from is told by its keys (`titan config show` "
+        "says which); 2024 files get that era's LR schedule, lr_scheduler.formula = "
+        "'torchtitan_2024'. See docs/torchtitan.md."
+    )
 
 
 @plugins_app.command("list")

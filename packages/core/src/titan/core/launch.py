@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from titan.core.config.aliases import CORE_ALIASES, ConfigAlias
+from titan.core.config.eras import local_dataset_problem
 from titan.core.config.job import JobConfig, load_config
 from titan.core.config.sections import CORE_SECTIONS
 from titan.core.errors import ConfigError, PluginError
@@ -207,10 +208,16 @@ def validate_core(job: Job) -> None:
     if c.lr_scheduler.warmup_steps < 0:
         raise ConfigError("config key 'lr_scheduler.warmup_steps' must be 0 or more")
     if c.model.tokenizer_path and not Path(c.model.tokenizer_path).exists():
+        key = "model.tokenizer_path"
+        if c.model.tokenizer_path == c.model.hf_assets_path:
+            key = "model.hf_assets_path"
         raise ConfigError(
-            f"tokenizer file '{c.model.tokenizer_path}' (model.tokenizer_path) does not exist; "
+            f"tokenizer file '{c.model.tokenizer_path}' ({key}) does not exist; "
             "fix the path or leave it empty for the bundled tokenizer"
         )
+    problem = local_dataset_problem(c.training.dataset, c.training.dataset_path)
+    if problem and not c.data.sources:
+        raise ConfigError(problem)
     for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
         if getattr(c.parallelism, degree) < 1:
             raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")

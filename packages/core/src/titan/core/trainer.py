@@ -81,13 +81,7 @@ class Trainer:
         self.model_args = self._model_args()
         self.model = self.build_model()
         self.optimizer = self._build_optimizer()
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer,
-            c.lr_scheduler.warmup_steps,
-            c.training.steps,
-            c.lr_scheduler.decay_type,
-            c.lr_scheduler.lr_min,
-        )
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, c.lr_scheduler, c.training.steps)
         self.grad_accum_steps = self._grad_accum_steps()
         self.dataloader = build_dataloader(
             c,
@@ -366,7 +360,7 @@ class Trainer:
                     "step": step,
                     "loss": loss,
                     "grad_norm": grad_norm,
-                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    "lr": self.lr_scheduler.lr_of_last_step(),
                     **timer.read(),
                     **metrics,
                 }

@@ -47,6 +47,9 @@ def titan_config_aliases() -> list[ConfigAlias]:
     return [
         ConfigAlias("training.compile", activates="compile"),
         ConfigAlias("compile.enable", activates="compile"),
+        # torchtitan v0.2: components = ["model", "loss"] -> compile.model, compile.loss
+        ConfigAlias("compile.components", target="compile.model", item="model"),
+        ConfigAlias("compile.components", target="compile.loss", item="loss"),
     ]
 
 

@@ -51,11 +51,18 @@ def titan_config_sections() -> dict[str, type]:
 
 @hookimpl
 def titan_config_aliases() -> list[ConfigAlias]:
+    # 2024: [float8] enable_float8_linear (earliest: training.fp8_linear = "dynamic");
+    # v0.1.0: model.converters = ["float8"] + [float8]; v0.2.x: + [quantize.linear.float8].
     return [
         ConfigAlias("float8.enable_float8_linear", activates="fp8"),
-        ConfigAlias("float8.recipe_name", target="fp8.recipe_name"),
-        ConfigAlias("float8.filter_fqns", target="fp8.filter_fqns"),
-        ConfigAlias("float8.emulate", target="fp8.emulate"),
+        ConfigAlias("training.fp8_linear", activates="fp8"),
+        ConfigAlias("model.converters", activates="fp8", item="float8"),
+        ConfigAlias("model.converters", activates="fp8", item="quantize.linear.float8"),
+        *(
+            ConfigAlias(f"{section}.{key}", target=f"fp8.{key}")
+            for section in ("float8", "quantize.linear.float8")
+            for key in ("recipe_name", "filter_fqns", "emulate")
+        ),
     ]
 
 

@@ -43,10 +43,15 @@ def titan_config_sections() -> dict[str, type]:
 @hookimpl
 def titan_config_aliases() -> list[ConfigAlias]:
     return [
-        ConfigAlias("float8.enable_fsdp_float8_all_gather", activates="fp8-ag"),
-        ConfigAlias(
-            "float8.precompute_float8_dynamic_scale_for_fsdp", target="fp8_ag.precompute_scales"
-        ),
+        alias
+        for section in ("float8", "quantize.linear.float8")
+        for alias in (
+            ConfigAlias(f"{section}.enable_fsdp_float8_all_gather", activates="fp8-ag"),
+            ConfigAlias(
+                f"{section}.precompute_float8_dynamic_scale_for_fsdp",
+                target="fp8_ag.precompute_scales",
+            ),
+        )
     ]
 
 

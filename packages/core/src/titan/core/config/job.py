@@ -16,11 +16,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from titan.core.config.aliases import ConfigAlias
+from titan.core.config.aliases import VALUE_ALIASES, ConfigAlias
+from titan.core.config.eras import detect_era
 from titan.core.errors import ConfigError
 
 # Values of an unsupported torchtitan setting that ask for nothing (e.g. a degree of 1).
-_ASKS_NOTHING = (False, 0, 1, "", None, [], "none", "disabled", "steps")
+_ASKS_NOTHING = (0, 1, "", None, [], "none", "disabled", "steps")
+
+
+def _asks_nothing(value: Any) -> bool:
+    """False, a degree of 1, "disabled" ... (``True == 1`` in Python, so booleans apart)."""
+    if isinstance(value, bool):
+        return not value
+    return value in _ASKS_NOTHING
 
 
 class JobConfig:
@@ -139,19 +147,29 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _flatten(raw: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    """``{"training": {"steps": 3}}`` -> ``[("training.steps", 3)]``.
+
+    Nested tables (torchtitan v0.2's ``[quantize.linear.float8]``) become
+    longer dotted keys; the resolver accepts those only where an alias reads them.
+    """
     items: list[tuple[str, Any]] = []
     for section, body in raw.items():
         if not isinstance(body, dict):
             raise ConfigError(
                 f"'{section}' in {where} must be a [section] table of keys, not a value"
             )
-        for key, value in body.items():
-            if isinstance(value, dict):
-                raise ConfigError(
-                    f"'{section}.{key}' in {where} is a nested table; titan sections are flat"
-                )
-            items.append((f"{section}.{key}", value))
+        items.extend(_walk(section, body))
     return items
+
+
+def _walk(prefix: str, body: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in body.items():
+        if isinstance(value, dict):
+            out.extend(_walk(f"{prefix}.{key}", value))
+        else:
+            out.append((f"{prefix}.{key}", value))
+    return out
 
 
 class _Resolver:
@@ -159,7 +177,9 @@ class _Resolver:
 
     def __init__(self, schema: Mapping[str, type], aliases: Iterable[ConfigAlias]):
         self.schema = dict(schema)
-        self.aliases = {a.source: a for a in aliases}
+        self.aliases: dict[str, list[ConfigAlias]] = {}
+        for a in aliases:
+            self.aliases.setdefault(a.source, []).append(a)
         self.fields = {
             name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in self.schema.items()
         }
@@ -167,26 +187,77 @@ class _Resolver:
         self.plugins: list[str] = []
         self.notes: list[str] = []
 
-    def resolve(self, key: str, value: Any, from_cli: bool) -> tuple[str, Any] | None:
-        alias = self.aliases.get(key)
-        if alias is not None and key not in self._valid_keys():
-            if alias.unsupported and value not in _ASKS_NOTHING:
+    def resolve(self, key: str, value: Any, from_cli: bool) -> list[tuple[str, Any]]:
+        """The titan ``(key, value)`` pairs one file or command-line entry becomes (maybe none)."""
+        aliases = self.aliases.get(key)
+        if aliases is not None and key not in self._valid_keys():
+            if all(a.item is not None for a in aliases):
+                return self._resolve_items(key, value, aliases, from_cli)
+            alias = aliases[0]
+            if alias.unsupported and not _asks_nothing(value):
                 raise ConfigError(
-                    f"'{key} = {value!r}' is a torchtitan setting titan does not support "
-                    f"({alias.note}); remove it"
+                    f"'{key} = {_show(value)}' is a torchtitan setting titan does not support "
+                    f"({alias.note}); {alias.fix or 'remove it'}"
                 )
-            if alias.ignore or alias.unsupported:
+            if alias.unsupported:
+                self.notes.append(
+                    f"accepted torchtitan key {key} = {_show(value)}: it asks for no "
+                    f"{alias.note} (titan has none)"
+                )
+                return []
+            if alias.ignore:
                 self.notes.append(f"ignored torchtitan key {key} ({alias.note})")
-                return None
+                return []
             if alias.activates:
-                if value is True or (value not in _ASKS_NOTHING and value is not False):
+                if not _asks_nothing(value):
                     self.plugins.append(alias.activates)
-                    self.notes.append(f"{key} = true -> plugin '{alias.activates}'")
+                    self.notes.append(f"{key} = {_show(value)} -> plugin '{alias.activates}'")
                 if alias.target is None:
-                    return None
+                    return []
+            elif alias.target:
+                self.notes.append(f"{key} -> {alias.target}")
             key = alias.target or key
+        return [self._typed(key, value, from_cli)]
+
+    def _resolve_items(
+        self, key: str, value: Any, aliases: list[ConfigAlias], from_cli: bool
+    ) -> list[tuple[str, Any]]:
+        """A list whose items each mean something (``model.converters = ["float8"]``)."""
+        if from_cli and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' expects a list, got {value!r}; e.g. {key} = [\"...\"]")
+        known = {a.item for a in aliases}
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ConfigError(
+                f"'{key}' names {', '.join(map(repr, unknown))}, which no installed titan plugin "
+                f"implements (known: {', '.join(sorted(map(str, known)))}); remove it"
+            )
+        out: list[tuple[str, Any]] = []
+        for a in aliases:
+            present = a.item in value
+            if a.activates and present and a.activates not in self.plugins:
+                self.plugins.append(a.activates)
+                self.notes.append(f"{key} contains {a.item!r} -> plugin '{a.activates}'")
+            if a.target:
+                self.notes.append(f"{key} -> {a.target} = {_show(present)}")
+                out.append(self._typed(a.target, present, from_cli))
+        return out
+
+    def _typed(self, key: str, value: Any, from_cli: bool) -> tuple[str, Any]:
         section, _, name = key.partition(".")
+        if "." in name and section in self.schema:
+            raise ConfigError(
+                f"'{key}' is a key of the nested table [{key.rsplit('.', 1)[0]}]; titan sections "
+                "are flat (only torchtitan's nested tables listed by `titan config aliases` are "
+                "read); move the key into a flat [section]"
+            )
         self._check_name(section, name)
+        renamed = VALUE_ALIASES.get((key, value)) if isinstance(value, str) else None
+        if renamed is not None:
+            self.notes.append(f"{key} = {value!r} -> {renamed!r}")
+            value = renamed
         hint = self.hints[section][name]
         return key, _coerce(key, value, hint, from_cli)
 
@@ -223,6 +294,13 @@ class _Resolver:
         if close:
             return f"did you mean '{close[0]}'?"
         return f"valid keys of [{section}]: " + ", ".join(self.fields[section])
+
+
+def _show(value: Any) -> str:
+    """A value as TOML writes it (true, 1, 'op')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def _type_name(hint: Any) -> str:
@@ -309,21 +387,23 @@ def load_config(
     resolver = _Resolver(schema, aliases)
     values: dict[str, Any] = {}
     if path is not None:
-        for key, value in _flatten(read_toml(path), str(path)):
+        items = _flatten(read_toml(path), str(path))
+        era = detect_era(k for k, _ in items)
+        if era is not None:
+            values.update(era.defaults)
+            changed = "".join(f"; {k} = {v!r}" for k, v in era.defaults.items())
+            resolver.notes.append(f"read as a {era.name} file{changed}")
+        for key, value in items:
             try:
-                resolved = resolver.resolve(key, value, from_cli=False)
+                values.update(resolver.resolve(key, value, from_cli=False))
             except ConfigError as exc:  # name the file: the key may be in any of several
                 raise ConfigError(f"{path}: {exc}") from None
-            if resolved:
-                values[resolved[0]] = resolved[1]
     for key, raw in overrides:
         if "." not in key:
             raise ConfigError(
                 f"override '--{key}' must name a section and a key: --section.key=value"
             )
-        resolved = resolver.resolve(key, _parse_cli_value(raw), from_cli=True)
-        if resolved:
-            values[resolved[0]] = resolved[1]
+        values.update(resolver.resolve(key, _parse_cli_value(raw), from_cli=True))
     sections: dict[str, Any] = {}
     for name, cls in schema.items():
         kwargs = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == name}

@@ -25,9 +25,17 @@ class ModelSection:
     """Model family, see `titan models list`."""
     flavor: str = "debug"
     tokenizer_path: str = ""
-    """Tokenizer file; empty means the tokenizer bundled with titan."""
+    """Tokenizer file, or a folder holding tokenizer.model / tokenizer.json; empty means
+    model.hf_assets_path if set, else the tokenizer bundled with titan."""
+    hf_assets_path: str = ""
+    """torchtitan v0.2's folder of Hugging Face files (tokenizer.json, tokenizer.model,
+    config.json ...); titan reads the tokenizer from it when tokenizer_path is empty."""
     vocab_size: int = 0
     """0 keeps the flavor's vocabulary size."""
+
+    def __post_init__(self) -> None:
+        if not self.tokenizer_path and self.hf_assets_path:
+            self.tokenizer_path = self.hf_assets_path
 
 
 @dataclass
@@ -44,10 +52,23 @@ class OptimizerSection:
 
 @dataclass
 class LRSchedulerSection:
+    """torchtitan's warmup-stable-decay schedule (titan.core.lr_schedule, docs/config.md)."""
+
     warmup_steps: int = 10
-    decay_type: Literal["linear", "cosine", "none"] = "linear"
-    lr_min: float = 0.1
-    """Floor of the decay, as a fraction of optimizer.lr."""
+    """Linear warmup over this many steps: step i (1-based) uses lr * i / warmup_steps."""
+    decay_ratio: float | None = None
+    """Fraction of the steps spent decaying, at the end; the steps between warmup and decay
+    keep the peak LR. Unset: decay starts right after warmup."""
+    decay_type: Literal["linear", "cosine", "none", "sqrt"] = "linear"
+    """Shape of the decay; none keeps the peak LR after warmup."""
+    min_lr_factor: float = 0.0
+    """Floor of the decay, as a fraction of optimizer.lr (titan's older name: lr_min)."""
+    total_steps: int | None = None
+    """Steps the schedule spans; unset: training.steps (set it to stop a run early on the
+    schedule of a longer one)."""
+    formula: Literal["torchtitan", "torchtitan_2024"] = "torchtitan"
+    """torchtitan: v0.1.0-v0.2.2's schedule; torchtitan_2024: the 2024 files' schedule
+    (warmup (i+1)/(w+1), linear decay, no floor), chosen automatically for 2024-era files."""
 
 
 @dataclass
