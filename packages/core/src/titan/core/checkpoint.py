@@ -315,16 +315,39 @@ class CheckpointManager:
                 f"{', '.join(map(str, sorted(found)))}); set checkpoint.load_step"
             )
         path = found[chosen]
+        self._safe_load(self._loadable_states(path), path)
+        self.loaded_from = path
+        return chosen
+
+    def _safe_load(self, states: dict[str, Any], path: Path) -> None:
         try:
-            safe_load(self._loadable_states(path), path)
+            safe_load(states, path)
         except (pickle.UnpicklingError, CheckpointException) as exc:
             raise CheckpointError(
                 f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
                 "(another model or plugins?), is damaged, or holds objects that are not plain "
                 "data; point checkpoint.folder elsewhere or set checkpoint.load_step to another step"
             ) from None
-        self.loaded_from = path
-        return chosen
+
+    def add_states(self, states: dict[str, Any]) -> list[str]:
+        """Add optional states (plugins') after :meth:`load`, restoring them from the same checkpoint.
+
+        From now on they are saved with every checkpoint. Returns the names the
+        resumed checkpoint holds no state for (they keep their initial values);
+        empty on a run that did not resume.
+        """
+        taken = set(states) & set(self.states)
+        if taken:
+            raise CheckpointError(f"checkpoint state names {sorted(taken)} are already taken")
+        fresh: list[str] = []
+        if self.loaded_from is not None and states:
+            tops = {k.split(".", 1)[0] for k in saved_keys(self.loaded_from)}
+            fresh = [name for name in states if name not in tops]
+            present = {n: o for n, o in states.items() if n in tops}
+            if present:
+                self._safe_load(present, self.loaded_from)
+        self.states.update(states)
+        return fresh
 
     def _load_initial(self) -> int:
         """Only the model weights of ``initial_load_path`` (a converted HF model); step 0."""
