@@ -185,6 +185,23 @@ def saved_keys(path: Path) -> set[str]:
     return set(read_metadata(path).state_dict_metadata)
 
 
+def read_state(path: Path, name: str) -> dict[str, Any]:
+    """The tensors saved under state ``name`` of checkpoint ``path``, keyed below ``name``.
+
+    For tests and tools on one process: ``read_state(p, "ema")["shadow.weight"]``.
+    """
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    flat: dict[str, Any] = {}
+    for key, meta in read_metadata(path).state_dict_metadata.items():
+        if key.startswith(f"{name}.") and isinstance(meta, TensorStorageMetadata):
+            flat[key] = torch.empty(meta.size, dtype=meta.properties.dtype)
+    if not flat:
+        raise CheckpointError(f"checkpoint '{path}' has no tensors under state '{name}'")
+    safe_load(flat, path)
+    return {key[len(name) + 1 :]: value for key, value in flat.items()}
+
+
 def _first_line(exc: BaseException) -> str:
     """The gist of a load error: DCP wraps each rank's traceback into one long message."""
     if isinstance(exc, CheckpointException) and exc.failures:
