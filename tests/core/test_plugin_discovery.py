@@ -160,3 +160,43 @@ def test_plugin_that_fails_to_import(monkeypatch, capsys) -> None:
     assert "plugin 'ghost'" in capsys.readouterr().err
     with pytest.raises(PluginError, match=r"plugin 'ghost'.*failed to import titan_no_such_module"):
         host.activate(["ghost"])
+
+
+def test_loss_hook_first_answer_wins_and_terms_are_collected(monkeypatch) -> None:
+    """titan_loss is firstresult (one tensor, not a list); titan_loss_terms collects all."""
+    module = types.ModuleType("titan_test_loss_hooks")
+
+    @hookimpl
+    def titan_loss(logits, labels):
+        return logits.sum() * 0 + 7.0
+
+    @hookimpl
+    def titan_loss_terms(loss):
+        return {"double": loss * 2}
+
+    module.titan_loss = titan_loss
+    module.titan_loss_terms = titan_loss_terms
+    _fake_entry_point(monkeypatch, module)
+    import torch
+
+    host = load_plugins()
+    assert not host.broken
+    host.activate([])
+    logits, labels = torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long)
+    assert host.hook.titan_loss(trainer=None, logits=logits, labels=labels) is None  # inactive
+    host.activate(["broken"])
+    assert float(host.hook.titan_loss(trainer=None, logits=logits, labels=labels)) == 7.0
+    terms = host.hook.titan_loss_terms(
+        trainer=None, logits=logits, labels=labels, loss=torch.tensor(3.0)
+    )
+    assert [float(t["double"]) for t in terms] == [6.0]
+
+
+def test_api_version_and_trainer_api_are_published() -> None:
+    from titan.core import hookspecs
+
+    major, minor = hookspecs.PLUGIN_API_VERSION
+    assert major >= 1 and minor >= 0
+    assert {"config", "model", "step", "parallel", "cross_entropy(logits, labels)"} <= set(
+        hookspecs.TRAINER_API
+    )

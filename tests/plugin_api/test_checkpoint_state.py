@@ -64,6 +64,11 @@ def titan_checkpoint_state(trainer):
 def titan_train_start(trainer):
     import torch
 
+    from titan.core.hookspecs import TRAINER_API
+
+    missing = [name for name in TRAINER_API if not hasattr(trainer, name.split("(")[0])]
+    assert not missing, f"documented trainer API missing: {missing}"
+
     torch.save(dict(_state["ema"].shadow), trainer.dump_folder / f"ema-start-{trainer.step}.pt")
 
 

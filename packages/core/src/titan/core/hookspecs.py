@@ -183,7 +183,7 @@ def titan_apply_data_parallel(
 
 @hookspec
 def titan_train_start(trainer: Trainer) -> None:
-    """The model, optimizer and data are built and any checkpoint is loaded."""
+    """The model, optimizer and data are built, any checkpoint is loaded, plugins' state too."""
 
 
 @hookspec
