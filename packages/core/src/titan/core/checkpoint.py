@@ -332,13 +332,16 @@ class CheckpointManager:
                 f"{', '.join(map(str, sorted(found)))}); set checkpoint.load_step"
             )
         path = found[chosen]
-        self._safe_load(self._loadable_states(path), path)
+        with self._load_errors(path):
+            safe_load(self._loadable_states(path), path)
         self.loaded_from = path
         return chosen
 
-    def _safe_load(self, states: dict[str, Any], path: Path) -> None:
+    @contextlib.contextmanager
+    def _load_errors(self, path: Path) -> Iterator[None]:
+        """A checkpoint that cannot be read becomes one clear :class:`CheckpointError`."""
         try:
-            safe_load(states, path)
+            yield
         except (pickle.UnpicklingError, CheckpointException) as exc:
             raise CheckpointError(
                 f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
@@ -358,11 +361,12 @@ class CheckpointManager:
             raise CheckpointError(f"checkpoint state names {sorted(taken)} are already taken")
         fresh: list[str] = []
         if self.loaded_from is not None and states:
-            tops = {k.split(".", 1)[0] for k in saved_keys(self.loaded_from)}
-            fresh = [name for name in states if name not in tops]
-            present = {n: o for n, o in states.items() if n in tops}
-            if present:
-                self._safe_load(present, self.loaded_from)
+            with self._load_errors(self.loaded_from):
+                tops = {k.split(".", 1)[0] for k in saved_keys(self.loaded_from)}
+                fresh = [name for name in states if name not in tops]
+                present = {n: o for n, o in states.items() if n in tops}
+                if present:
+                    safe_load(present, self.loaded_from)
         self.states.update(states)
         return fresh
 
