@@ -185,6 +185,23 @@ def saved_keys(path: Path) -> set[str]:
     return set(read_metadata(path).state_dict_metadata)
 
 
+def read_state(path: Path, name: str) -> dict[str, Any]:
+    """The tensors saved under state ``name`` of checkpoint ``path``, keyed below ``name``.
+
+    For tests and tools on one process: ``read_state(p, "ema")["shadow.weight"]``.
+    """
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    flat: dict[str, Any] = {}
+    for key, meta in read_metadata(path).state_dict_metadata.items():
+        if key.startswith(f"{name}.") and isinstance(meta, TensorStorageMetadata):
+            flat[key] = torch.empty(meta.size, dtype=meta.properties.dtype)
+    if not flat:
+        raise CheckpointError(f"checkpoint '{path}' has no tensors under state '{name}'")
+    safe_load(flat, path)
+    return {key[len(name) + 1 :]: value for key, value in flat.items()}
+
+
 def _root_error(exc: BaseException) -> BaseException:
     """The first rank's own exception inside DCP's ``CheckpointException`` wrapper."""
     if isinstance(exc, CheckpointException) and exc.failures:
@@ -344,12 +361,41 @@ class CheckpointManager:
                 f"{', '.join(map(str, sorted(found)))}); set checkpoint.load_step"
             )
         path = found[chosen]
-        try:
+        with self._load_errors(path):
             safe_load(self._loadable_states(path), path)
-        except (pickle.UnpicklingError, EOFError, CheckpointException) as exc:
-            raise self._load_error(path, chosen, sorted(found), exc) from None
         self.loaded_from = path
         return chosen
+
+    @contextlib.contextmanager
+    def _load_errors(self, path: Path) -> Iterator[None]:
+        """A checkpoint that cannot be read becomes one clear :class:`CheckpointError`."""
+        try:
+            yield
+        except (pickle.UnpicklingError, EOFError, CheckpointException) as exc:
+            found = dict(complete_checkpoints(self.folder))
+            step = next((s for s, p in found.items() if p == path), -1)
+            raise self._load_error(path, step, sorted(found), exc) from None
+
+    def add_states(self, states: dict[str, Any]) -> list[str]:
+        """Add optional states (plugins') after :meth:`load`, restoring them from the same checkpoint.
+
+        From now on they are saved with every checkpoint. Returns the names the
+        resumed checkpoint holds no state for (they keep their initial values);
+        empty on a run that did not resume.
+        """
+        taken = set(states) & set(self.states)
+        if taken:
+            raise CheckpointError(f"checkpoint state names {sorted(taken)} are already taken")
+        fresh: list[str] = []
+        if self.loaded_from is not None and states:
+            with self._load_errors(self.loaded_from):
+                tops = {k.split(".", 1)[0] for k in saved_keys(self.loaded_from)}
+                fresh = [name for name in states if name not in tops]
+                present = {n: o for n, o in states.items() if n in tops}
+                if present:
+                    safe_load(present, self.loaded_from)
+        self.states.update(states)
+        return fresh
 
     @staticmethod
     def _load_error(path: Path, step: int, steps: list[int], exc: BaseException) -> CheckpointError:

@@ -9,13 +9,17 @@ trainer.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from titan.core import __version__
 from titan.core.config.job import parse_overrides
@@ -36,9 +40,11 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the job config.", no_args_is_help=True)
 plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect model families and flavors.", no_args_is_help=True)
+backends_app = typer.Typer(help="Inspect launch backends.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(models_app, name="models")
+app.add_typer(backends_app, name="backends")
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 PluginsOpt = Annotated[
@@ -242,36 +248,105 @@ def plugins_list(plugins: PluginsOpt = "") -> None:
     from titan.core.plugins import load_plugins
 
     host = load_plugins()
-    host.activate(_plugin_list(plugins))
-    table = Table(title="titan plugins (entry point group 'titan.plugins')")
-    for col in ("plugin", "active", "distribution", "version", "hooks", "description"):
-        table.add_column(col, overflow="fold")
+    host.activate([p for p in _plugin_list(plugins) if p not in host.broken])
+    rows = []
     for name, info in sorted(host.infos.items()):
-        if name in host.active:
+        if name in host.broken:
+            state = "broken"
+        elif name in host.active:
             state = "yes (auto)" if info.autoload else "yes"
         else:
             state = "blocked" if info.autoload else "opt-in"
         hooks = ", ".join(h.removeprefix("titan_") for h in info.hooks)
-        table.add_row(name, state, info.distribution, info.version, hooks, info.description)
-    out.print(table)
+        rows.append((name, state, info.distribution, info.version, hooks, info.description))
+    title = "titan plugins (entry point group 'titan.plugins')"
+    if out.size.width >= _WIDE:
+        table = Table(title=title)
+        for col in ("plugin", "active", "distribution", "version", "hooks", "description"):
+            table.add_column(col, no_wrap=col not in ("hooks", "description"))
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        out.print(table)
+    else:  # one block per plugin: long names and hook lists wrap between words, not inside
+        out.print(f"[bold]{escape(title)}[/]")
+        for name, state, dist, version, hooks, description in rows:
+            out.print(f"\n[bold]{escape(name)}[/]  {state}  {escape(dist)} {escape(version)}")
+            for text in (description, f"hooks: {hooks or '-'}"):
+                out.print(Padding(Text(text), (0, 0, 0, 2)))
+    for name in sorted(host.broken):
+        console.print(f"[yellow]broken:[/] {escape(host.broken[name])}")
     for note in host.notes:
         console.print(f"[dim]note:[/] {escape(note)}")
 
 
+_WIDE = 120  # columns from which `plugins list` is a table (narrower: one block per plugin)
+
+
+@backends_app.command("list")
+def backends_list() -> None:
+    """Launch backends (`titan run --backend NAME`) and the plugin that provides each."""
+    from titan.core.plugins import load_plugins
+    from titan.core.registry import BackendRegistry
+
+    host = load_plugins()
+    owners = _registered_by(
+        host, "titan_register_backends", BackendRegistry(), lambda r: dict(r.backends)
+    )
+    table = Table(title="titan backends")
+    for col in ("backend", "plugin", "distribution", "description"):
+        table.add_column(col, no_wrap=col != "description")
+    for name, (backend, plugin) in sorted(owners.items()):
+        info = host.infos[plugin]
+        dist = f"{info.distribution} {info.version}"
+        table.add_row(name, plugin, escape(dist), escape(getattr(backend, "description", "")))
+    out.print(table)
+
+
+def _registered_by(host, hook: str, registry: Any, entries: Callable[[Any], dict]) -> dict:
+    """``{key: (entry, plugin)}``: what each plugin's registration hook added, and who added it.
+
+    The plugins' hooks are called one by one on ``registry``, in pluggy's order, so a
+    plugin that extends another's entry (a flavor added to a family) is credited for
+    what it adds. A broken plugin is not registered, so it adds nothing.
+    """
+    owners: dict = {}
+    for impl in reversed(getattr(host.pm.hook, hook).get_hookimpls()):  # pluggy's call order
+        before = set(entries(registry))
+        impl.function(*[{"registry": registry}[a] for a in impl.argnames])
+        for key, entry in entries(registry).items():
+            if key not in before:
+                owners[key] = (entry, impl.plugin_name)
+    return owners
+
+
 @models_app.command("list")
 def models_list() -> None:
-    """Model families and flavors, with parameter counts computed on the meta device."""
+    """Model families and flavors, with parameter counts computed on the meta device.
+
+    Families and flavors of every installed plugin, titan's and third parties', with the
+    plugin that registered each.
+    """
     from titan.core.plugins import load_plugins
     from titan.core.registry import ModelRegistry
 
     host = load_plugins()
     registry = ModelRegistry()
-    host.pm.hook.titan_register_models(registry=registry)
+    owners = _registered_by(
+        host,
+        "titan_register_models",
+        registry,
+        lambda r: {(f.name, v): f for f in r.families.values() for v in f.flavors},
+    )
     from titan.core.model_info import count_parameters
 
-    table = Table(title="titan models")
-    for col in ("model", "flavor", "parameters", "dim", "layers", "heads", "kv heads", "vocab"):
-        table.add_column(col, justify="right" if col not in ("model", "flavor") else "left")
+    table = Table(title="titan models", box=box.SIMPLE_HEAD)  # fits 80 columns
+    cols = ("model", "flavor", "params", "dim", "layers", "heads", "kv", "vocab")
+    for col in (*cols, "plugin"):
+        table.add_column(
+            col,
+            justify="left" if col in ("model", "flavor", "plugin") else "right",
+            no_wrap=True,
+        )
     for fam in registry.families.values():
         for flavor, args in fam.flavors.items():
             n = count_parameters(fam, args)
@@ -283,6 +358,7 @@ def models_list() -> None:
                     str(getattr(args, a, ""))
                     for a in ("dim", "n_layers", "n_heads", "kv_heads", "vocab_size")
                 ),
+                owners[(fam.name, flavor)][1],
             )
     out.print(table)
 

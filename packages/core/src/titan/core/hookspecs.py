@@ -18,15 +18,22 @@ Phases and who takes part:
   on the meta device during all of them; weights are materialised and
   initialised afterwards.
 * **Training loop** (active plugins): ``titan_train_start``, then per step
-  ``titan_step_start`` -> forward/backward (inside the context managers of
+  ``titan_step_start`` -> per micro-batch: forward, ``titan_loss`` /
+  ``titan_loss_terms``, backward (inside the context managers of
   ``titan_train_context``) -> ``titan_after_backward`` ->
   ``titan_before_optimizer_step`` -> optimizer step ->
   ``titan_after_optimizer_step`` -> ``titan_step_end``; ``titan_log_metrics``
-  on rank 0 every ``metrics.log_freq`` steps; ``titan_checkpoint_state`` when a
-  checkpoint is saved or loaded; ``titan_train_end``.
+  on rank 0 every ``metrics.log_freq`` steps; ``titan_train_end``.
+* **Checkpoint state** (active plugins): ``titan_checkpoint_state`` once,
+  after the model, optimizer and step were restored from a checkpoint (or
+  initialised, on a fresh run) and before ``titan_train_start``.
 
 Build hooks change the model *in place* (swap submodules, wrap blocks,
 shard parameters) and return nothing.
+
+What a training hook may use of the ``trainer`` it receives is listed in
+:data:`TRAINER_API`; that list, the hook names and their arguments are
+versioned together by :data:`PLUGIN_API_VERSION`.
 """
 
 from __future__ import annotations
@@ -49,6 +56,38 @@ if TYPE_CHECKING:  # torch and typer stay out of import time
     from titan.core.trainer import Trainer
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+PLUGIN_API_VERSION = (1, 1)
+"""(major, minor) of the plugin API: these hooks plus :data:`TRAINER_API`.
+
+The minor number grows when something is added (a hook, an argument, a
+trainer attribute); the major number when something a plugin may rely on
+changes or goes away. A plugin can check it at import time:
+``assert titan.core.hookspecs.PLUGIN_API_VERSION[0] == 1``.
+"""
+
+TRAINER_API: dict[str, str] = {
+    "config": "the merged JobConfig; a plugin's own section is config.<section> (read-only)",
+    "model": "the built nn.Module (after every build hook; FSDP/TP-wrapped, maybe compiled)",
+    "optimizer": "the torch optimizer over model.parameters()",
+    "lr_scheduler": "the LR scheduler (get_last_lr()[0] is the current LR)",
+    "parallel": "ParallelDims: rank, world_size, dp_rank, dp_degree, tp, mesh, is_main",
+    "device": "the torch.device this rank computes on",
+    "dump_folder": "Path of job.dump_folder: where this run writes its files",
+    "step": "the current step (1-based inside a step; the last finished step outside)",
+    "grad_accum_steps": "micro-batches per optimizer step",
+    "tokenizer": "the tokenizer (encode/decode, vocab_size, bos_id, eos_id)",
+    "autocast()": "the context for a forward pass in the run's compute dtype",
+    "train_context()": "an ExitStack entering every plugin's titan_train_context managers",
+    "cross_entropy(logits, labels)": "titan's default loss (mean over tokens, TP-aware)",
+}
+"""The stable, plugin-facing surface of :class:`titan.core.trainer.Trainer`.
+
+Anything else on the trainer is internal and may change without notice.
+Stop a run on purpose by raising ``titan.core.errors.PluginError`` (or
+another ``TitanError``) with a message naming the problem and the fix: the
+user sees that one line and exit code 2.
+"""
 
 
 # --- Registration: every installed plugin ------------------------------------
@@ -144,7 +183,7 @@ def titan_apply_data_parallel(
 
 @hookspec
 def titan_train_start(trainer: Trainer) -> None:
-    """The model, optimizer and data are built and any checkpoint is loaded."""
+    """The model, optimizer and data are built, any checkpoint is loaded, plugins' state too."""
 
 
 @hookspec
@@ -172,9 +211,53 @@ def titan_after_optimizer_step(trainer: Trainer, step: int) -> None:
     """The optimizer and LR scheduler stepped (fp8 all-gather precomputes scales here)."""
 
 
+@hookspec(firstresult=True)
+def titan_loss(trainer: Trainer, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """Replace titan's cross-entropy for one micro-batch (label smoothing, distillation).
+
+    ``logits`` are ``[batch, seq, vocab]`` as the model returned them (under
+    tensor parallel with ``tp.loss_parallel``, a DTensor sharded over the
+    vocabulary; titan calls this inside the ``titan_train_context``
+    managers, so ``torch.nn.functional.cross_entropy`` works on it),
+    ``labels`` ``[batch, seq]``. Return the *mean over this micro-batch's
+    tokens*; titan divides by the number of micro-batches for gradient
+    accumulation. The first plugin to return a tensor wins; return ``None``
+    to keep the default (``trainer.cross_entropy``).
+    """
+
+
+@hookspec
+def titan_loss_terms(
+    trainer: Trainer, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+) -> dict[str, torch.Tensor] | None:
+    """Return ``{name: scalar tensor}`` to *add* to the loss of one micro-batch (z-loss, aux losses).
+
+    ``loss`` is the base loss (cross-entropy, or what ``titan_loss``
+    returned). Each term must be a mean over this micro-batch's tokens, like
+    the loss; titan adds the terms, divides the sum by the number of
+    micro-batches and backpropagates it, and reports each term's step mean
+    (detached) to ``titan_step_end`` and the logs as ``metrics[name]``. A
+    term computed from vocabulary-sharded DTensor logits (TP loss parallel)
+    is gathered to a plain tensor by titan. Term names must be unique
+    across plugins and must not be a core metric name.
+    """
+
+
 @hookspec
 def titan_step_end(trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
-    """The step is done. Add entries to ``metrics`` to have them logged."""
+    """The step is done. ``metrics`` already holds the step's numbers; add entries to log them.
+
+    Filled in by titan: ``loss`` (this rank's mean loss over the step's
+    micro-batches, loss terms included), ``grad_norm`` (the global gradient
+    norm before clipping, equal on all ranks), each loss term by name (this
+    rank's step mean) as 0-dim tensors *on the device*, and ``lr`` (float).
+    Reading a tensor as a Python number (``float()``, ``.item()``, a
+    comparison in an ``if``) waits for the GPU: do it only on the steps you
+    need it (e.g. ``step % config.metrics.log_freq == 0``), or keep tensors.
+    On logged steps titan turns tensors into floats, and ``loss`` into the
+    mean over data-parallel ranks, before ``titan_log_metrics``. Any entry a
+    plugin adds makes the step a logged one.
+    """
 
 
 @hookspec
@@ -184,10 +267,19 @@ def titan_log_metrics(step: int, metrics: dict[str, Any], config: JobConfig) -> 
 
 @hookspec
 def titan_checkpoint_state(trainer: Trainer) -> dict[str, Any]:
-    """Return ``{name: obj}`` of extra objects to save and restore with checkpoints.
+    """Return ``{name: obj}`` of objects to save with every checkpoint and restore on resume.
 
-    Each ``obj`` has ``state_dict()`` and ``load_state_dict(sd)`` (torch's
-    ``Stateful`` protocol); names must be unique across plugins.
+    Called once per run, on every rank, *after* the model, optimizer and step
+    were restored from the checkpoint being resumed (or initialised, on a
+    fresh run) and before ``titan_train_start``: state built here from
+    ``trainer.model`` starts from the resumed weights. Then titan loads each
+    object's saved state into it with ``load_state_dict(sd)`` if the
+    checkpoint has one; if not (a fresh run, or the plugin was added to a
+    resumed run) the object keeps what it was built with. At every save
+    titan calls ``state_dict()`` on *these* objects: keep them and change
+    their contents; an object created later is never saved. Each ``obj``
+    follows torch's ``Stateful`` protocol; its state dict holds tensors (sharded DTensors
+    are resharded on load) and plain numbers/strings. Names must be unique across plugins.
     """
 
 

@@ -41,9 +41,14 @@ class Job:
         return Path(self.config.job.dump_folder)
 
     def active_sections(self) -> list[str]:
-        """Core sections plus those of active plugins (what `config show` prints)."""
+        """What `config show` prints: core sections, active plugins' sections, and sections
+        of inactive plugins that the file or the overrides set (so no key is silently lost)."""
         owned = self.section_owners()
-        return [s for s in self.config.sections if owned.get(s) in (None, *self.plugins.active)]
+        return [
+            s
+            for s, body in self.config.sections.items()
+            if owned.get(s) in (None, *self.plugins.active) or _differs_from_default(body)
+        ]
 
     def section_owners(self) -> dict[str, str]:
         owners: dict[str, str] = {}
@@ -75,6 +80,13 @@ class Job:
 
     def train_command(self, config_path: Path) -> list[str]:
         return [sys.executable, "-m", "titan.core.train", str(config_path)]
+
+
+def _differs_from_default(section: object) -> bool:
+    try:
+        return section != type(section)()
+    except TypeError:  # a section class without defaults for every key: show it
+        return True
 
 
 def collect_schema(host: PluginHost) -> tuple[dict[str, type], list[ConfigAlias]]:

@@ -13,17 +13,27 @@ module may also set:
 ``no:NAME`` in the plugin list blocks a plugin, autoloaded ones included
 (as ``-p no:NAME`` does in pytest).
 
-All installed plugins are *registered* (pluggy validates their hook
-implementations then), because registration hooks describe what exists:
-model families, config sections, torchtitan aliases. Only *active* plugins
-take part in validation, build and training hooks: :meth:`PluginHost.hook`
-hides the others.
+All installed plugins are *registered*, because registration hooks describe
+what exists: model families, config sections, torchtitan aliases. Only
+*active* plugins take part in validation, build and training hooks:
+:meth:`PluginHost.hook` hides the others.
+
+Before registering a plugin, titan checks its module: every function named
+``titan_*`` must be marked ``@hookimpl``, name a hook titan defines (a
+misspelling gets a "did you mean"), and take only arguments that hook passes.
+A plugin that fails these checks, or fails to import, is *broken*: it is not
+registered, ``titan`` warns about it once (naming the plugin, its
+distribution and the fix), and only a run that activates it stops with that
+message. Runs that do not use it are unaffected.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -65,12 +75,18 @@ class PluginInfo:
 
 @dataclass
 class PluginHost:
-    """The pluggy manager plus the set of active plugins."""
+    """The pluggy manager plus the set of active plugins.
+
+    ``broken`` maps the name of each installed plugin that could not be
+    registered to the one-line message that says why and how to fix it;
+    its ``infos`` entry is there too, with no hooks.
+    """
 
     pm: pluggy.PluginManager
     infos: dict[str, PluginInfo]
     active: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list)
+    broken: dict[str, str] = field(default_factory=dict)
     _callers: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- activation ---------------------------------------------------------
@@ -103,6 +119,9 @@ class PluginHost:
                 if req not in active and req not in wanted:
                     self.notes.append(f"plugin '{name}' needs '{req}': activated it too")
                 queue.append(req)
+        for name in sorted(active & set(self.broken)):
+            fix = f"; or block it with --plugins no:{name}" if self.infos[name].autoload else ""
+            raise PluginError(self.broken[name] + fix)
         self.active = frozenset(active)
         self._callers.clear()
         return self.active
@@ -146,14 +165,79 @@ class _ActiveHooks:
         return caller
 
 
-def _load_module(name: str, value: str, dist: str) -> ModuleType:
+def _who(name: str, dist: str, version: str) -> str:
+    return f"plugin '{name}' (distribution {dist} {version})"
+
+
+def _load_module(name: str, value: str, dist: str, version: str) -> ModuleType | str:
+    """The plugin's module, or the message saying why it cannot be imported."""
     try:
         return importlib.import_module(value)
     except Exception as exc:  # a broken third-party package must not look like our bug
-        raise PluginError(
-            f"plugin '{name}' (from distribution '{dist}') failed to import {value}: "
-            f"{type(exc).__name__}: {_one_line(exc)}; reinstall or uninstall that package"
-        ) from exc
+        return (
+            f"{_who(name, dist, version)} failed to import {value}: "
+            f"{type(exc).__name__}: {_one_line(exc)}; fix or reinstall {dist}, or uninstall it"
+        )
+
+
+_IMPL_MARK = f"{PROJECT_NAME}_impl"  # the attribute pluggy's @hookimpl sets on a function
+
+
+def _spec_args() -> dict[str, tuple[str, ...]]:
+    """Each hook titan defines, with the argument names it passes."""
+    return {
+        n: tuple(inspect.signature(f).parameters)
+        for n, f in vars(hookspecs).items()
+        if n.startswith(f"{PROJECT_NAME}_") and inspect.isfunction(f)
+    }
+
+
+def hook_problems(module: ModuleType) -> list[str]:
+    """What is wrong with the ``titan_*`` functions of a plugin module (empty: nothing).
+
+    Checks what pluggy would only report later, or not at all: a function
+    not marked ``@hookimpl`` is silently ignored by pluggy, and an unknown
+    hook name only fails at ``check_pending``, without the plugin's name.
+    """
+    specs = _spec_args()
+    problems = []
+    for attr, fn in sorted(vars(module).items()):
+        if not attr.startswith(f"{PROJECT_NAME}_") or not inspect.isfunction(fn):
+            continue
+        marked = hasattr(fn, _IMPL_MARK)
+        if attr not in specs:
+            close = difflib.get_close_matches(attr, list(specs), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{attr} is not a titan hook{hint}")
+        elif not marked:
+            problems.append(
+                f"{attr} is not marked @hookimpl (add `from titan.core import hookimpl` and "
+                "decorate it)"
+            )
+        else:
+            extra = [a for a in inspect.signature(fn).parameters if a not in specs[attr]]
+            if extra:
+                problems.append(
+                    f"{attr} takes {', '.join(repr(a) for a in extra)}, which the hook does not "
+                    f"pass (it passes: {', '.join(specs[attr]) or 'nothing'})"
+                )
+    return problems
+
+
+_WARNED_ENV = "TITAN_BROKEN_PLUGINS_REPORTED"
+
+
+def _warn_once(name: str, message: str) -> None:
+    """One warning per broken plugin per command, however many times plugins are loaded.
+
+    The names already reported travel in the environment, so the ranks a
+    backend starts from this process do not repeat them.
+    """
+    reported = set(filter(None, os.environ.get(_WARNED_ENV, "").split(",")))
+    if name in reported:
+        return
+    os.environ[_WARNED_ENV] = ",".join(sorted(reported | {name}))
+    print(f"warning: {message} (it stays inactive)", file=sys.stderr, flush=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -173,6 +257,7 @@ def load_plugins() -> PluginHost:
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
+    broken: dict[str, str] = {}
     seen: dict[str, str] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist else "?"
@@ -185,14 +270,8 @@ def load_plugins() -> PluginHost:
                 "uninstall one of them"
             )
         seen[ep.name] = ep.value
-        module = _load_module(ep.name, ep.value, dist)
-        try:
-            pm.register(module, name=ep.name)
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(
-                f"plugin '{ep.name}' (from '{dist}') has an invalid hook: {_one_line(exc)}; "
-                "see docs/plugins.md for the hook signatures"
-            ) from exc
+        loaded = _load_module(ep.name, ep.value, dist, ver)
+        module = loaded if isinstance(loaded, ModuleType) else None
         infos[ep.name] = PluginInfo(
             name=ep.name,
             module=ep.value,
@@ -200,16 +279,27 @@ def load_plugins() -> PluginHost:
             version=ver,
             autoload=bool(getattr(module, "AUTOLOAD", False)),
             requires=tuple(getattr(module, "REQUIRES", ())),
-            description=_describe(module),
+            description=_describe(module) if module else "",
         )
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            f"a plugin implements a hook titan does not define: {_one_line(exc)}; "
-            "check the hook name against docs/plugins.md"
-        ) from exc
+        if module is None:
+            broken[ep.name] = str(loaded)
+            continue
+        problems = hook_problems(module)
+        if not problems:
+            try:
+                pm.register(module, name=ep.name)
+            except pluggy.PluginValidationError as exc:
+                problems = [_one_line(exc)]
+        if problems:
+            broken[ep.name] = (
+                f"{_who(ep.name, dist, ver)}, module {ep.value}: {'; '.join(problems)}; "
+                f"fix the plugin (hooks: docs/plugins.md) or uninstall {dist}"
+            )
+    pm.check_pending()  # cannot fail: every registered function was checked above
     for name, info in list(infos.items()):
-        hooks = tuple(sorted(c.name for c in pm.get_hookcallers(pm.get_plugin(name)) or ()))
+        plugin = pm.get_plugin(name)
+        hooks = tuple(sorted(c.name for c in pm.get_hookcallers(plugin) or ())) if plugin else ()
         infos[name] = PluginInfo(**{**info.__dict__, "hooks": hooks})
-    return PluginHost(pm=pm, infos=infos)
+    for name, message in broken.items():
+        _warn_once(name, message)
+    return PluginHost(pm=pm, infos=infos, broken=broken)

@@ -18,12 +18,27 @@ import torch
 
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, PluginError
 from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
 from titan.core.parallel import ParallelDims, init_parallel
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
+
+CORE_METRICS = frozenset(
+    {"step", "loss", "grad_norm", "lr", "tokens_per_second", "step_time", "memory_gib"}
+)
+_STATEFUL = ("state_dict", "load_state_dict")
+
+
+def _plain(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor loss (TP loss parallel) as a plain tensor; backward still flows through."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def _number(value: Any) -> Any:
+    """Tensors become Python numbers for the metric sinks (a device sync: logged steps only)."""
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
 
 class TrainState:
@@ -76,6 +91,7 @@ class Trainer:
         self.dump_folder = Path(c.job.dump_folder)
         self.first_loss: float | None = None  # of this process's run (after any resume)
         self.last_loss: float | None = None
+        self.loss_terms: dict[str, torch.Tensor] = {}  # this step's loss terms (titan_loss_terms)
 
         self.tokenizer = load_tokenizer(c.model.tokenizer_path)
         self.model_args = self._model_args()
@@ -101,11 +117,7 @@ class Trainer:
             ),
             "train_state": self.train_state,
         }
-        for extra in self.hook.titan_checkpoint_state(trainer=self):
-            clash = set(extra or {}) & set(states)
-            if clash:
-                raise ConfigError(f"two plugins save checkpoint state under {sorted(clash)}")
-            states.update(extra or {})
+        # Plugins' states are added in train(), after the resume (see _add_plugin_states).
         self.checkpointer = CheckpointManager(
             self.dump_folder / c.checkpoint.folder,
             states,
@@ -263,21 +275,64 @@ class Trainer:
                 stack.enter_context(cm)
         return stack
 
+    @property
+    def step(self) -> int:
+        """The current step: 1-based inside a step, the last finished one between steps."""
+        return self.train_state.step
+
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The plain cross-entropy (internal: the tp and compile plugins wrap it)."""
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
-    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-        """One optimizer step over ``len(batches)`` micro-batches. Returns (loss, grad norm)."""
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """titan's default loss: mean cross-entropy over the tokens, a plain tensor even under TP."""
+        return _plain(self.loss_fn(logits, labels))
+
+    def compute_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One micro-batch's loss: ``titan_loss`` (or the cross-entropy) + ``titan_loss_terms``.
+
+        Returns the total to backpropagate and the terms by name (for the metrics).
+        """
+        base = self.hook.titan_loss(trainer=self, logits=logits, labels=labels)
+        loss = self.cross_entropy(logits, labels) if base is None else _plain(base)
+        terms: dict[str, torch.Tensor] = {}
+        for contributed in self.hook.titan_loss_terms(
+            trainer=self, logits=logits, labels=labels, loss=loss
+        ):
+            for name, term in (contributed or {}).items():
+                if name in terms or name in CORE_METRICS:
+                    raise PluginError(
+                        f"loss term '{name}' is returned twice or clashes with a core metric "
+                        f"({', '.join(sorted(CORE_METRICS))}); rename it in titan_loss_terms"
+                    )
+                terms[name] = _plain(term)
+        total = loss + sum(terms.values()) if terms else loss
+        return total, terms
+
+    def train_step(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over ``len(batches)`` micro-batches.
+
+        Returns this rank's mean loss and the global grad norm as device tensors; the
+        loss terms' step means are left in ``self.loss_terms``.
+        """
         step = self.train_state.step
         total = torch.zeros((), device=self.device)
+        self.loss_terms = {}
         for inputs, labels in batches:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             with self.train_context():
                 with self.autocast():
                     logits = self.model(inputs)
-                loss = self.loss_fn(logits, labels) / len(batches)
+                loss, terms = self.compute_loss(logits, labels)
+                loss = loss / len(batches)
                 loss.backward()
             total += loss.detach()
+            for name, term in terms.items():
+                self.loss_terms[name] = self.loss_terms.get(name, 0) + term.detach() / len(batches)
         self.hook.titan_after_backward(trainer=self, step=step)
         max_norm = self.config.training.max_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -290,7 +345,35 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
-        return reduce_mean(total, self.parallel), float(grad_norm)
+        return total, grad_norm
+
+    def _add_plugin_states(self) -> None:
+        """Collect ``titan_checkpoint_state`` after the resume and restore the plugins' state.
+
+        Called after the core states were loaded, so a plugin that builds its
+        state from the model sees the resumed weights; then that state is
+        overwritten by the checkpoint's, if it has one for the plugin.
+        """
+        extra: dict[str, Any] = {}
+        hook = self.hook.titan_checkpoint_state
+        for impl in hook.get_hookimpls():
+            returned = impl.function(*[{"trainer": self}[a] for a in impl.argnames])
+            for name, obj in (returned or {}).items():
+                who = f"plugin '{impl.plugin_name}'"
+                if name in extra or name in self.checkpointer.states:
+                    raise PluginError(
+                        f"{who} saves checkpoint state under '{name}', which is already taken; "
+                        "rename it in titan_checkpoint_state"
+                    )
+                if not all(callable(getattr(obj, m, None)) for m in _STATEFUL):
+                    raise PluginError(
+                        f"{who} returned {type(obj).__name__} for checkpoint state '{name}', "
+                        "which lacks state_dict()/load_state_dict(); return a Stateful object"
+                    )
+                extra[name] = obj
+        fresh = self.checkpointer.add_states(extra)
+        if fresh:
+            self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
 
     @property
     def samples_per_step(self) -> int:
@@ -331,9 +414,7 @@ class Trainer:
                 f"resumed from checkpoint {self.checkpointer.loaded_from} (step "
                 f"{self.train_state.step})"
             )
-            fresh = [s for s in self.checkpointer.skipped_states if s != "dataloader"]
-            if fresh:
-                self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
+        self._add_plugin_states()
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
         if "dataloader" in self.checkpointer.skipped_states:
@@ -346,23 +427,28 @@ class Trainer:
             self.hook.titan_step_start(trainer=self, step=step)
             timer.start_step()
             batches = [next(data) for _ in range(self.grad_accum_steps)]
-            loss, grad_norm = self.train_step(batches)
+            local_loss, grad_norm = self.train_step(batches)
+            loss = reduce_mean(local_loss, self.parallel)
             self.train_state.samples += self.samples_per_step
             timer.end_step(tokens_per_step)
             self.last_loss = loss
             self.first_loss = loss if self.first_loss is None else self.first_loss
-            metrics: dict[str, Any] = {}
+            metrics: dict[str, Any] = {
+                "loss": local_loss,
+                "grad_norm": grad_norm,
+                "lr": self.lr_scheduler.lr_of_last_step(),
+                **self.loss_terms,
+            }
+            filled = set(metrics)
             self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
             is_last = step == c.training.steps
             # Also log off-schedule when a plugin reported something (e.g. validation loss).
-            if step == 1 or step % c.metrics.log_freq == 0 or is_last or metrics:
+            if step == 1 or step % c.metrics.log_freq == 0 or is_last or set(metrics) - filled:
                 metrics = {
                     "step": step,
+                    **{k: _number(v) for k, v in metrics.items()},
                     "loss": loss,
-                    "grad_norm": grad_norm,
-                    "lr": self.lr_scheduler.lr_of_last_step(),
                     **timer.read(),
-                    **metrics,
                 }
                 if self.parallel.is_main:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)

@@ -1,0 +1,1 @@
+"""titan-example-zloss: the z-loss regulariser as a titan plugin (see plugin.py)."""
