@@ -538,3 +538,16 @@ def test_rank_error_is_printed_once_without_torchrun_traceback(
     assert "[rank" not in proc.stderr, proc.stderr  # no per-rank library warnings either
     changed = {k for k, v in _snapshot(dump).items() if before.get(k) != v}
     assert changed <= {"job_config.toml"}, changed  # the checkpoints are untouched
+
+
+def test_more_cpu_ranks_than_cores_is_a_warning(tmp_path: Path) -> None:
+    """Accepted (it runs), but not silently: one warning line naming a better --nproc."""
+    cores = os.cpu_count() or 1
+    code, stdout, stderr = _in_process(
+        "run", "--nproc", str(cores * 4), "--dry-run", f"--job.dump_folder={tmp_path / 'd'}"
+    )
+    assert code == 0, stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, stderr
+    assert f"--nproc {cores * 4}" in warnings[0] and f"--nproc {cores} or less" in warnings[0]
+    assert "torch.distributed.run" in stdout  # the dry run still shows what would run

@@ -171,11 +171,11 @@ class LocalBackend:
         if nproc == 1 and launch.nnodes == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)
+        _warn_if_oversubscribed(nproc)
         if dry_run:
             _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
-        _warn_if_oversubscribed(nproc)
         with _config_kept_on_user_error(job) as outcome:
             outcome.code = run_torchrun(quiet_launcher(cmd), rank_env(nproc, gpu_count()))
         return outcome.code

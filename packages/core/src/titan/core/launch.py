@@ -332,4 +332,32 @@ def check_files_here(job: Job) -> None:
             f"checkpoint.initial_load_path '{initial}' {what} (no .metadata in it); point it at "
             "a folder written by `titan convert hf-to-titan` or a <dump>/checkpoint/step-N"
         )
+    _check_load_step(c)
     check_data_here(c)
+
+
+def _check_load_step(c: JobConfig) -> None:
+    """``checkpoint.load_step`` names a checkpoint that exists (the ranks would find out late).
+
+    Complete checkpoints are ``step-<N>`` folders holding DCP's ``.metadata``
+    (see ``titan.core.checkpoint``); listed here without importing torch.
+    """
+    ck = c.checkpoint
+    if not ck.enable_checkpoint or ck.load_step in (-1, 0):
+        return
+    folder = Path(c.job.dump_folder) / ck.folder
+    steps = sorted(
+        int(p.name.removeprefix("step-"))
+        for p in (folder.glob("step-*") if folder.is_dir() else ())
+        if p.name.removeprefix("step-").isdigit() and (p / ".metadata").is_file()
+    )
+    if not steps:
+        raise ConfigError(
+            f"checkpoint.load_step is {ck.load_step} but '{folder}' holds no complete "
+            "checkpoint; set checkpoint.load_step = -1 or fix checkpoint.folder"
+        )
+    if ck.load_step not in steps:
+        raise ConfigError(
+            f"no complete checkpoint for step {ck.load_step} in '{folder}' (have: "
+            f"{', '.join(map(str, steps))}); set checkpoint.load_step"
+        )
