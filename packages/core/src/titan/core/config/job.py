@@ -212,6 +212,10 @@ class _Resolver:
                 if not _asks_nothing(value):
                     self.plugins.append(alias.activates)
                     self.notes.append(f"{key} = {_show(value)} -> plugin '{alias.activates}'")
+                else:
+                    self.notes.append(
+                        f"{key} = {_show(value)}: plugin '{alias.activates}' stays off"
+                    )
                 if alias.target is None:
                     return []
             elif alias.target:
