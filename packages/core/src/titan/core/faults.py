@@ -27,6 +27,7 @@ the CLI imports it to map exit codes.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -164,6 +165,26 @@ class StopAgreement:
         if self._work is not None:
             self._work.wait()
             self._work = None
+
+
+def set_collective_timeouts(seconds: float) -> None:
+    """Give every process group (the world, the mesh's, titan's gloo groups) this timeout.
+
+    A collective that waits longer for the other ranks (one died or hangs)
+    raises instead of blocking forever; the rank then exits with an error
+    and the launcher ends the job. ``[comm] init_timeout_seconds`` applies
+    until the first step is done, ``train_timeout_seconds`` after it.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    from torch.distributed import distributed_c10d as c10d
+
+    timeout = timedelta(seconds=seconds)
+    for group in list(c10d._world.pg_map):
+        with contextlib.suppress(Exception):  # backends without settable timeouts keep theirs
+            c10d.set_timeout(timeout, group)
 
 
 def stopped_message(step: int, signum: int, checkpoint: Any, seconds: float) -> StopRequested:
