@@ -149,7 +149,7 @@ class LocalBackend:
             _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
-        job.write_config()
+        cmd = self.command(job, nproc, job.write_config())  # .next.toml while unvalidated
         return run_torchrun(cmd, rank_env(nproc, gpu_count()))
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
@@ -157,7 +157,7 @@ class LocalBackend:
             _dry_run_note(job, "one process, inside titan itself; the same run as a command")
             print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)
             return 0
-        job.write_config()
+        job.config_file = job.write_config()
         from titan.core.faults import StopRequested
         from titan.core.train import run_training
 

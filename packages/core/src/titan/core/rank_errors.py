@@ -76,7 +76,10 @@ def write_error_file(message: str, kind: str) -> None:
 
 def report_error(exc: BaseException, exit_code: int) -> int:
     """Print (once) and record this rank's error; returns ``exit_code``."""
+    from titan.core.secrets import redact
+
     kind, message = classify(exc)
+    message = redact(message)
     rank = os.environ.get("RANK", "0")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if kind == "bug":

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from titan.core.errors import TitanError
-from titan.core.launch import Job, prepare_job
+from titan.core.launch import Job, prepare_job, promote_config
 
 
 def run_training(job: Job) -> dict[str, Any]:
@@ -41,7 +41,10 @@ def run_training(job: Job) -> dict[str, Any]:
     faults.install_stop_handlers()
     try:
         try:
-            result = Trainer(job).train()
+            trainer = Trainer(job)  # the model is built: the config is valid
+            if trainer.parallel.is_main:
+                promote_config(job)
+            result = trainer.train()
         except faults.StopRequested:
             shutdown_parallel()  # every rank agreed to stop here: they all reach the barrier
             raise
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     try:
         job = prepare_job(Path(argv[0]))
+        if rank == 0:
+            for note in job.config.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
         run_training(job)
     except StopRequested as exc:
         if rank == 0:
