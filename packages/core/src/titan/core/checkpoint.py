@@ -62,6 +62,10 @@ from torch.distributed.checkpoint.stateful import Stateful
 
 from titan.core.errors import ConfigError, TitanError
 
+# DCP warns on every save without a process group, also from async saves' threads, which
+# quiet_single_process() cannot reach; one process is a normal case here.
+warnings.filterwarnings("ignore", message=".*assuming the intent is to.*single process")
+
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_DIR = re.compile(r"^step-(\d+)\.tmp$")
 
@@ -275,11 +279,16 @@ def _save_cause(exc: BaseException) -> str:
             )
         if isinstance(e, CheckpointException):
             for failure in e.failures.values():
-                todo.append(failure[0] if isinstance(failure, tuple) else failure)
+                inner = failure[0] if isinstance(failure, tuple) else failure
+                if isinstance(inner, BaseException):
+                    todo.append(inner)
         for nxt in (e.__cause__, e.__context__):
             if nxt is not None:
                 todo.append(nxt)
-    return _first_line(exc)
+    cause = _first_line(exc)
+    if "unexpected pos" in cause:  # torch.save's zip writer hides the OS error (ENOSPC, EFBIG)
+        cause += " (a write was cut short: is the disk full?)"
+    return cause
 
 
 def _fsync_dir(path: Path) -> None:
@@ -454,7 +463,7 @@ class CheckpointManager:
                 return final
             with quiet_single_process():
                 dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
-        except Exception as exc:
+        except (Exception, CheckpointException) as exc:  # DCP's is a BaseException
             self._failed(step, exc)
         _barrier()
         if _is_main():
@@ -493,7 +502,7 @@ class CheckpointManager:
         error: BaseException | None = None
         try:
             future.result()
-        except Exception as exc:
+        except (Exception, CheckpointException) as exc:  # DCP's is a BaseException
             error = exc
         if publisher is not None:
             publisher.join()
