@@ -485,6 +485,17 @@ class CheckpointManager:
         if failed:
             self._failed(step, error or RuntimeError("rank 0 could not write the checkpoint"))
 
+    def save_for_stop(self, step: int) -> Path:
+        """A complete checkpoint of ``step`` before the run stops on request (synchronous).
+
+        Reuses a save of this very step (an async one is waited for) instead of writing twice.
+        """
+        if self._pending is not None and self._pending[0] == step:
+            self.wait()
+        if self._published_step != step:
+            self.save(step, last=True)
+        return self._paths(step)[0]
+
     def _publish_when_done(self, step: int, future: Future) -> None:
         """Rank 0, background: rename the folder the moment the async save completes."""
         try:
