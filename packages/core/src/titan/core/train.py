@@ -40,18 +40,21 @@ def run_training(job: Job) -> dict[str, Any]:
 
     faults.install_stop_handlers()
     try:
-        try:
-            trainer = Trainer(job)  # the model is built: the config is valid
-            if trainer.parallel.is_main:
-                promote_config(job)
-            result = trainer.train()
-        except faults.StopRequested:
-            shutdown_parallel()  # every rank agreed to stop here: they all reach the barrier
-            raise
+        trainer = Trainer(job)  # the model is built: the config is valid
+        if trainer.parallel.is_main:
+            promote_config(job)
+        result = trainer.train()
+    except faults.StopRequested:
+        # Every rank agreed to stop here: they all reach the barrier. The handlers stay:
+        # a repeated signal while the process exits must not turn exit 75 into a kill.
         shutdown_parallel()
-        return result
-    finally:
+        raise
+    except BaseException:
         faults.uninstall_stop_handlers()
+        raise
+    faults.uninstall_stop_handlers()
+    shutdown_parallel()
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
