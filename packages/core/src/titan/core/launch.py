@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from titan.core.plugins import PluginHost, load_plugins
 from titan.core.registry import BackendRegistry, ModelRegistry
 
 CONFIG_FILE_NAME = "job_config.toml"
+NEXT_CONFIG_FILE_NAME = "job_config.next.toml"
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Job:
     plugins: PluginHost
     models: ModelRegistry
     backends: BackendRegistry
+    config_file: Path | None = None
+    """The TOML file this job was read from (a rank's ``job_config[.next].toml``)."""
 
     @property
     def dump_folder(self) -> Path:
@@ -70,12 +74,22 @@ class Job:
         return self.config.to_toml(self.active_sections())
 
     def write_config(self) -> Path:
-        """Write the effective config where every rank (and a resume) can read it."""
+        """Write the effective config where every rank (and a resume) can read it; its path.
+
+        An existing ``job_config.toml`` with other content is not replaced yet:
+        the new config goes to ``job_config.next.toml``, which rank 0 copies over
+        ``job_config.toml`` once the model is built (:func:`promote_config`). A
+        run that fails validation on the ranks thus leaves the folder's config,
+        which ``titan convert`` reads, as it was.
+        """
+        from titan.core.secrets import redact
+
         self.dump_folder.mkdir(parents=True, exist_ok=True)
+        text = redact(self.effective_toml())
         path = self.dump_folder / CONFIG_FILE_NAME
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(self.effective_toml())
-        tmp.replace(path)
+        if path.is_file() and path.read_text() != text:
+            path = self.dump_folder / NEXT_CONFIG_FILE_NAME
+        _write_atomically(path, text)
         return path
 
     def train_command(self, config_path: Path) -> list[str]:
@@ -87,6 +101,41 @@ def _differs_from_default(section: object) -> bool:
         return section != type(section)()
     except TypeError:  # a section class without defaults for every key: show it
         return True
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def promote_config(job: Job) -> None:
+    """After the model is built (the config is valid): ``job_config.next.toml`` -> ``job_config.toml``.
+
+    Copied, not moved: a scheduler that restarts the job (Slurm requeue) may
+    start it again with the ``.next`` path.
+    """
+    src = job.config_file
+    if src is None or src.name != NEXT_CONFIG_FILE_NAME or not src.is_file():
+        return
+    _write_atomically(src.with_name(CONFIG_FILE_NAME), src.read_text())
+
+
+def discard_unpromoted_config(job: Job) -> None:
+    """A run that failed before :func:`promote_config` leaves no ``job_config.next.toml`` behind.
+
+    (After the promotion the file stays: a restarted attempt is started with its path.)
+
+    Rank 0 only (every rank has read the file by then); the folder's
+    ``job_config.toml`` is then exactly as before the failed attempt.
+    """
+    src = job.config_file
+    if src is None or src.name != NEXT_CONFIG_FILE_NAME or os.environ.get("RANK", "0") != "0":
+        return
+    current = src.with_name(CONFIG_FILE_NAME)
+    if src.is_file() and current.is_file() and current.read_text() == src.read_text():
+        return  # promoted: a restart (torchrun --max-restarts, a requeue) starts from it again
+    src.unlink(missing_ok=True)
 
 
 def collect_schema(host: PluginHost) -> tuple[dict[str, type], list[ConfigAlias]]:
@@ -132,6 +181,7 @@ def prepare_job(
     host.pm.hook.titan_register_models(registry=models)
     host.pm.hook.titan_register_backends(registry=backends)
     job = Job(config=config, plugins=host, models=models, backends=backends)
+    job.config_file = config_path
     if validate:
         validate_core(job)
         host.hook.titan_validate_config(config=config, active=host.active)
@@ -233,6 +283,10 @@ def validate_core(job: Job) -> None:
     for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
         if getattr(c.parallelism, degree) < 1:
             raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")
+    from titan.core.folders import check_folders, rerun_notes
+
+    check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
+    c.notes.extend(rerun_notes(c))
 
 
 def resolve_degrees(

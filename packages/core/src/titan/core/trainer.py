@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Any
 
 import torch
 
+from titan.core import faults
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError, PluginError
-from titan.core.launch import Job
+from titan.core.launch import Job, promote_config
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
+from titan.core.nonfinite import NonFiniteGuard
 from titan.core.parallel import ParallelDims, init_parallel
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
@@ -85,6 +88,9 @@ class Trainer:
             c.parallelism.tensor_parallel_degree,
         )
         self.device = self.parallel.device
+        faults.set_collective_timeouts(c.comm.init_timeout_seconds)
+        faults.install_stop_handlers()  # before the (long) build: a signal then stops at step 1
+        self.stop_agreement = faults.StopAgreement(self.parallel.world_size)
         torch.manual_seed(c.training.seed)
         if c.training.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -97,6 +103,7 @@ class Trainer:
         self.model_args = self._model_args()
         self.model = self.build_model()
         self.optimizer = self._build_optimizer()
+        self.nonfinite = NonFiniteGuard(c.training.nonfinite, self.optimizer, self.device)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, c.lr_scheduler, c.training.steps)
         self.grad_accum_steps = self._grad_accum_steps()
         self.dataloader = build_dataloader(
@@ -341,7 +348,8 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         self.hook.titan_before_optimizer_step(trainer=self, step=step)
-        self.optimizer.step()
+        if self.nonfinite.allow_step(step, grad_norm):  # NaN/inf gradients are never applied
+            self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
@@ -383,8 +391,8 @@ class Trainer:
         )
 
     def _tell(self, message: str) -> None:
-        """A one-line notice on stderr, from rank 0 only."""
-        if self.parallel.is_main:
+        """A one-line notice on stderr, from rank 0 only (nothing for an empty one)."""
+        if message and self.parallel.is_main:
             print(message, file=sys.stderr, flush=True)
 
     def _skip_consumed_data(self, data: Any) -> None:
@@ -405,9 +413,24 @@ class Trainer:
         for _ in range(batches):
             next(data)
 
+    def _stop_on_request(self, step: int, signum: int) -> None:
+        """All ranks agreed to stop after ``step``: write a complete checkpoint, then raise.
+
+        The checkpoint is synchronous (an async one of this very step is
+        waited for), so it is published before any rank exits.
+        """
+        agreed = time.monotonic()
+        self.stop_agreement.close()
+        self._tell(self.nonfinite.check(step, "on the stop request"))
+        path = self.checkpointer.save_for_stop(step) if self.checkpointer.enabled else None
+        # From this rank's own signal; a rank that got none counts from the agreement.
+        seconds = faults.seconds_since_signal() or time.monotonic() - agreed
+        raise faults.stopped_message(step, signum, path, seconds)
+
     def train(self) -> dict[str, Any]:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
+        faults.set_collective_timeouts(c.comm.init_timeout_seconds)  # groups made since __init__
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
         if self.checkpointer.loaded_from is not None:
             self._tell(
@@ -415,6 +438,8 @@ class Trainer:
                 f"{self.train_state.step})"
             )
         self._add_plugin_states()
+        if self.parallel.is_main:  # the config is valid and fits the checkpoint: it is the folder's
+            promote_config(self.job)
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
         if "dataloader" in self.checkpointer.skipped_states:
@@ -442,8 +467,19 @@ class Trainer:
             filled = set(metrics)
             self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
             is_last = step == c.training.steps
+            saving = self.checkpointer.should_save(step, is_last)
             # Also log off-schedule when a plugin reported something (e.g. validation loss).
-            if step == 1 or step % c.metrics.log_freq == 0 or is_last or set(metrics) - filled:
+            logging = (
+                step == 1
+                or step % c.metrics.log_freq == 0
+                or is_last
+                or bool(set(metrics) - filled)
+            )
+            if logging or saving:  # no checkpoint after non-finite gradients (docs/reliability.md)
+                self._tell(self.nonfinite.check(step, "before logging or saving"))
+            if step == 1:
+                faults.set_collective_timeouts(c.comm.train_timeout_seconds)
+            if logging:
                 metrics = {
                     "step": step,
                     **{k: _number(v) for k, v in metrics.items()},
@@ -452,9 +488,13 @@ class Trainer:
                 }
                 if self.parallel.is_main:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
-            if self.checkpointer.should_save(step, is_last):
+            if saving:
                 self.checkpointer.save(step, last=is_last)
+            if not is_last and (signum := self.stop_agreement.poll()):
+                self._stop_on_request(step, signum)
+        self.stop_agreement.close()
         self.checkpointer.close()
+        self._tell(self.nonfinite.check(self.train_state.step, "at the end"))
         self.hook.titan_train_end(trainer=self)
         return {
             "first_loss": self.first_loss,
