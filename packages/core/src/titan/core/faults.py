@@ -99,6 +99,20 @@ def uninstall_stop_handlers() -> None:
     reset_stop_request()
 
 
+def ignore_further_stop_signals() -> None:
+    """After the stop checkpoint: further stop signals are ignored while the process exits.
+
+    Python's finalisation puts the default action (terminate) back for signals
+    with a Python handler, so a repeated SIGTERM during exit would turn exit 75
+    into a kill; an ignored signal stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    _installed.clear()
+
+
 def reset_stop_request() -> None:
     _received.signum, _received.at, _received.count = 0, 0.0, 0
 

@@ -44,9 +44,10 @@ def run_training(job: Job) -> dict[str, Any]:
         # built and any checkpoint loaded (launch.promote_config).
         result = Trainer(job).train()
     except faults.StopRequested:
-        # Every rank agreed to stop here: they all reach the barrier. The handlers stay:
-        # a repeated signal while the process exits must not turn exit 75 into a kill.
+        # Every rank agreed to stop here: they all reach the barrier. Later signals are
+        # ignored: a repeated one while the process exits must not turn exit 75 into a kill.
         shutdown_parallel()
+        faults.ignore_further_stop_signals()
         raise
     except BaseException:
         faults.uninstall_stop_handlers()
