@@ -144,9 +144,17 @@ class TracebackFolder:
         self.held = []
 
 
+_ERROR_LINE = re.compile(r"^(rank \d+: )?error: ")
+_CONSEQUENCE = "a collective with the other ranks failed"  # another rank's failure, seen from here
+
+
 def failure_summary(logs: list[Path]) -> list[str]:
-    """Lines naming the rank that failed first and its error line, from every rank's log."""
-    marks: list[tuple[str, int, str, Path]] = []
+    """Lines naming the rank that failed first and its error line, from every rank's log.
+
+    A rank that failed only because another one died (its collective broke)
+    is named only when no rank has an error of its own.
+    """
+    found: list[tuple[bool, str, int, str, Path]] = []
     for rank, path in enumerate(logs):
         try:
             lines = path.read_text(errors="replace").splitlines()
@@ -154,19 +162,21 @@ def failure_summary(logs: list[Path]) -> list[str]:
             continue
         last_error = ""
         for line in lines:
-            if line.startswith("error: "):
+            if _ERROR_LINE.match(line):
                 last_error = line
             if line.startswith(FAILURE_MARK):
                 stamp = re.search(r" failed at (\S+):", line)
-                marks.append((stamp.group(1) if stamp else "", rank, line, path))
+                text = line.removeprefix("titan: ")
                 if "its error is above" in line and last_error:
-                    marks[-1] = (*marks[-1][:2], f"{line}\n  {last_error}", path)
-    if not marks:
+                    text += f"\n  {last_error}"
+                consequence = _CONSEQUENCE in text
+                found.append((consequence, stamp.group(1) if stamp else "", rank, text, path))
+    if not found:
         return ["no rank reported an error (killed from outside?); each rank's log is in:"] + [
             f"  {p}" for p in logs
         ]
-    _, _, line, path = min(marks)
-    return [f"first failure: {line.removeprefix('titan: ')}", f"its full log: {path}"]
+    _, _, _, text, path = min(found)
+    return [f"first failure: {text}", f"its full log: {path}"]
 
 
 def _new_lines(path: Path, offset: int) -> tuple[list[str], int]:

@@ -138,7 +138,8 @@ def run_rank(config_path: str, gpus_per_node: int, max_requeues: int) -> None:
 
 
 def _fail(where: str, what: str, code: int) -> None:
-    stamp = time.strftime("%H:%M:%S")
+    now = time.time()  # milliseconds: ranks of one job fail within the same second
+    stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
     print(f"{FAILURE_MARK}{where} failed at {stamp}: {what}", file=sys.stderr, flush=True)
     sys.stderr.flush()
     sys.exit(code)

@@ -1,0 +1,125 @@
+"""Helpers of the Slurm tests: running `titan`, submitting jobs, reading their results.
+
+Imported by conftest.py and the test files after putting this folder on ``sys.path``
+(the suite runs with ``--import-mode=importlib``), as tests/optims does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster"
+STEPS = 20
+"""Steps of the parity and requeue jobs (and of the local reference run)."""
+
+
+def _distributed_helpers():
+    """tests/distributed/conftest.py's corpus writer and exact-run settings, loaded by path."""
+    path = REPO / "tests" / "distributed" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("titan_tests_distributed_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+dist = _distributed_helpers()
+
+
+def titan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``titan ARGS`` in a subprocess, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "titan.core.cli", *args],
+        env=dist.titan_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class SlurmJob:
+    name: str
+    id: str
+    dump: Path
+    submit_output: str
+    _followed: subprocess.CompletedProcess | None = field(default=None, repr=False)
+
+    def metrics(self) -> list[dict]:
+        path = self.dump / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def losses(self) -> dict[int, float]:
+        return {m["step"]: m["loss"] for m in self.metrics()}
+
+    def wait_for_step(self, step: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(m["step"] >= step for m in self.metrics()):
+                return
+            time.sleep(0.3)
+        pytest.fail(f"job {self.name} ({self.id}) did not reach step {step} in {timeout} s")
+
+    def follow(self, timeout: float = 420) -> subprocess.CompletedProcess:
+        """``titan logs ID -f`` to the job's end (once; later calls return the same result)."""
+        if self._followed is None:
+            self._followed = titan("logs", self.id, "-f", timeout=timeout)
+        return self._followed
+
+    def scontrol(self) -> dict[str, str]:
+        out = subprocess.run(
+            ["scontrol", "show", "job", self.id, "-o"], capture_output=True, text=True, check=True
+        ).stdout
+        return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def submit(name: str, dump: Path, *args: str) -> SlurmJob:
+    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise)."""
+    proc = titan(
+        "run",
+        "--backend=slurm",
+        "--slurm.gpus_per_node=0",
+        "--slurm.nodes=2",
+        f"--slurm.job_name=titan-test-{name}",
+        f"--job.dump_folder={dump}",
+        *args,
+    )
+    match = re.search(r"submitted Slurm job (\d+)", proc.stderr)
+    if proc.returncode or not match:
+        pytest.fail(f"submitting {name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return SlurmJob(name, match.group(1), dump, proc.stderr)
+
+
+@dataclass
+class ClusterJobs:
+    parity: SlurmJob
+    requeue: SlurmJob
+    time_limit: SlurmJob
+    crash: SlurmJob
+    cancel: SlurmJob
+    exact_args: list[str]
+
+
+def crash_corpus(folder: Path) -> Path:
+    """A dataset folder of two files, the second one damaged. Two ranks read whole files
+    (a.jsonl: rank 0, b.jsonl: rank 1), so rank 1 fails on its data and rank 0 does not."""
+    folder.mkdir(parents=True)
+    good = [json.dumps({"text": f" the lord {i} and thou shall come"}) for i in range(40)]
+    (folder / "a.jsonl").write_text("\n".join(good) + "\n")
+    (folder / "b.jsonl").write_text(good[0] + "\n" + '{"text": "cut off in the mid\n')
+    return folder
+
+
+TIME_LIMIT_STEPS = 300
