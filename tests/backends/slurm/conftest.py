@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_helpers import (  # noqa: E402
     CLUSTER_SCRIPT,
     STEPS,
-    TIME_LIMIT_STEPS,
     ClusterJobs,
-    SlurmJob,
     crash_corpus,
     dist,
+    requeue_at_step,
+    start_local_reference,
     submit,
+    submit_time_limit_job,
 )
 
 
@@ -84,22 +86,22 @@ def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 @pytest.fixture(scope="session")
 def cluster_jobs(
     slurm_cluster: Path, exact_args: list[str], tmp_path_factory: pytest.TempPathFactory
-) -> ClusterJobs:
-    """Every test job, submitted at once so that their waits overlap."""
+):
+    """Every test job, submitted at once so that their waits overlap.
+
+    Two things happen in the background while the tests wait for other jobs: the
+    requeue job is requeued (``scontrol requeue``) once it has logged step 3, and the
+    time-limit job is submitted once the parity job has shown how fast steps go here.
+    The local reference run (``titan run --nproc 2``) runs alongside.
+    """
     runs = tmp_path_factory.mktemp("slurm-runs")
     steps = f"--training.steps={STEPS}"
+    pool = ThreadPoolExecutor(max_workers=2)
+    parity = submit("parity", runs / "parity", *exact_args, steps)
+    requeue = submit("requeue", runs / "requeue", *exact_args, steps)
     jobs = ClusterJobs(
-        parity=submit("parity", runs / "parity", *exact_args, steps),
-        requeue=submit("requeue", runs / "requeue", *exact_args, steps),
-        time_limit=submit(
-            "time-limit",
-            runs / "time-limit",
-            *exact_args,
-            f"--training.steps={TIME_LIMIT_STEPS}",
-            "--slurm.time=2",
-            "--slurm.signal_delay=60",
-            "--slurm.max_requeues=4",
-        ),
+        parity=parity,
+        requeue=requeue,
         crash=submit(
             "crash",
             runs / "crash",
@@ -110,8 +112,16 @@ def cluster_jobs(
         ),
         cancel=submit("cancel", runs / "cancel", *exact_args, "--training.steps=100000"),
         exact_args=exact_args,
+        requeued=pool.submit(requeue_at_step, requeue, 3),
+        time_limit=pool.submit(submit_time_limit_job, parity, runs / "time-limit", exact_args),
+        local_reference=start_local_reference(runs / "local-reference", exact_args, STEPS),
     )
     yield jobs
-    for job in vars(jobs).values():
-        if isinstance(job, SlurmJob):
-            subprocess.run(["scancel", job.id], capture_output=True)
+    pool.shutdown(wait=True, cancel_futures=True)
+    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel)]
+    if jobs.time_limit.done() and not jobs.time_limit.exception():
+        ids.append(jobs.time_limit.result().id)
+    subprocess.run(["scancel", *ids], capture_output=True)
+    if jobs.local_reference.poll() is None:
+        jobs.local_reference.kill()
+        jobs.local_reference.wait()

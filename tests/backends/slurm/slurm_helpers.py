@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +40,11 @@ dist = _distributed_helpers()
 
 def titan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``titan ARGS`` in a subprocess, as a user types it."""
+    env = dist.titan_env()
+    env["COLUMNS"] = "400"  # `titan jobs`: one table row per line
     return subprocess.run(
         [sys.executable, "-m", "titan.core.cli", *args],
-        env=dist.titan_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -53,6 +57,7 @@ class SlurmJob:
     id: str
     dump: Path
     submit_output: str
+    planned_steps: int = 0
     _followed: subprocess.CompletedProcess | None = field(default=None, repr=False)
 
     def metrics(self) -> list[dict]:
@@ -106,10 +111,75 @@ def submit(name: str, dump: Path, *args: str) -> SlurmJob:
 class ClusterJobs:
     parity: SlurmJob
     requeue: SlurmJob
-    time_limit: SlurmJob
     crash: SlurmJob
     cancel: SlurmJob
     exact_args: list[str]
+    requeued: Future
+    """Done once ``scontrol requeue`` of the requeue job was issued (its result: the step seen)."""
+    time_limit: Future
+    """The time-limit job (a SlurmJob), submitted once the parity job's speed is known."""
+    local_reference: subprocess.Popen
+    """`titan run --nproc 2` of the parity config; its dump folder is ``.dump``."""
+
+
+def requeue_at_step(job: SlurmJob, step: int) -> int:
+    """``scontrol requeue`` the job as soon as it has logged ``step``: it is mid-run then."""
+    job.wait_for_step(step, timeout=400)
+    subprocess.run(["scontrol", "requeue", job.id], check=True, capture_output=True)
+    return max(m["step"] for m in job.metrics())
+
+
+TIME_LIMIT = 120
+"""The time-limit job's --slurm.time, in seconds (2 minutes)."""
+SIGNAL_DELAY = 30
+"""Its --slurm.signal_delay: Slurm signals between 30 and 60 s before the limit, as it checks
+limits about every 30 s, so between 60 and 90 s after the job started."""
+
+
+def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
+    """A job that cannot finish before its time-limit signal but needs no more than a few runs.
+
+    Sized from the parity job (same config, same cluster, same moment): its start-up time
+    ``u`` (job start to the first step) and its step time ``s``. The first run trains from
+    ``u`` until the signal (60-90 s after the start), so it is given 1.6 x (90 - u) seconds
+    of steps: the signal always comes first, and the run after the requeue finishes the rest.
+    """
+    parity.wait_for_step(4, timeout=400)
+    seen = time.time()
+    start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
+    metrics = parity.metrics()
+    step_time = sorted(m["step_time"] for m in metrics[1:])[len(metrics[1:]) // 2]
+    first_step_at = seen - sum(m["step_time"] for m in metrics[1:])
+    startup = max(0.0, first_step_at - start)
+    window = max(TIME_LIMIT - SIGNAL_DELAY - startup, 20.0)
+    steps = max(20, math.ceil(1.6 * window / step_time))
+    job = submit(
+        "time-limit",
+        dump,
+        *exact_args,
+        f"--training.steps={steps}",
+        f"--slurm.time={TIME_LIMIT // 60}",
+        f"--slurm.signal_delay={SIGNAL_DELAY}",
+        "--slurm.max_requeues=4",
+    )
+    job.planned_steps = steps
+    return job
+
+
+def start_local_reference(dump: Path, exact_args: list[str], steps: int) -> subprocess.Popen:
+    """`titan run --nproc 2` (torchrun here) of the parity job's config, in the background."""
+    dump.mkdir(parents=True)
+    log = (dump / "titan.log").open("w")
+    proc = subprocess.Popen(
+        dist.titan_cmd(
+            *exact_args, f"--training.steps={steps}", "--nproc=2", f"--job.dump_folder={dump}"
+        ),
+        env=dist.titan_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    proc.dump = dump  # type: ignore[attr-defined]
+    return proc
 
 
 def crash_corpus(folder: Path) -> Path:
@@ -120,6 +190,3 @@ def crash_corpus(folder: Path) -> Path:
     (folder / "a.jsonl").write_text("\n".join(good) + "\n")
     (folder / "b.jsonl").write_text(good[0] + "\n" + '{"text": "cut off in the mid\n')
     return folder
-
-
-TIME_LIMIT_STEPS = 300
