@@ -289,6 +289,7 @@ class CheckpointManager:
         self.loaded_from: Path | None = None
         self.skipped_states: list[str] = []
         self._pending: tuple[int, Future] | None = None
+        self._published_step: int | None = None
         self._async_group: Any = None
         if enabled and async_mode == "async" and _distributed():
             self._async_group = dist.new_group(backend="gloo")
@@ -395,6 +396,17 @@ class CheckpointManager:
         self._publish(step)
         return final
 
+    def save_for_stop(self, step: int) -> Path:
+        """A complete checkpoint of ``step`` before the run stops on request (synchronous).
+
+        Reuses a save of this very step (an async one is waited for) instead of writing twice.
+        """
+        if self._pending is not None and self._pending[0] == step:
+            self.wait()
+        if self._published_step != step:
+            self.save(step, last=True)
+        return self._paths(step)[0]
+
     def wait(self) -> None:
         """Finish a pending async save: wait for every rank's write, then publish it."""
         if self._pending is None:
@@ -420,6 +432,7 @@ class CheckpointManager:
             _fsync_dir(self.folder)
             self._prune()
         _barrier()
+        self._published_step = step
 
     def _prune(self) -> None:
         if self.keep_latest_k <= 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from titan.core import faults
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
@@ -70,6 +72,8 @@ class Trainer:
             c.parallelism.tensor_parallel_degree,
         )
         self.device = self.parallel.device
+        faults.install_stop_handlers()  # before the (long) build: a signal then stops at step 1
+        self.stop_agreement = faults.StopAgreement(self.parallel.world_size)
         torch.manual_seed(c.training.seed)
         if c.training.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -328,6 +332,19 @@ class Trainer:
         for _ in range(batches):
             next(data)
 
+    def _stop_on_request(self, step: int, signum: int) -> None:
+        """All ranks agreed to stop after ``step``: write a complete checkpoint, then raise.
+
+        The checkpoint is synchronous (an async one of this very step is
+        waited for), so it is published before any rank exits.
+        """
+        agreed = time.monotonic()
+        self.stop_agreement.close()
+        path = self.checkpointer.save_for_stop(step) if self.checkpointer.enabled else None
+        # From this rank's own signal; a rank that got none counts from the agreement.
+        seconds = faults.seconds_since_signal() or time.monotonic() - agreed
+        raise faults.stopped_message(step, signum, path, seconds)
+
     def train(self) -> dict[str, Any]:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
@@ -374,6 +391,9 @@ class Trainer:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
             if self.checkpointer.should_save(step, is_last):
                 self.checkpointer.save(step, last=is_last)
+            if not is_last and (signum := self.stop_agreement.poll()):
+                self._stop_on_request(step, signum)
+        self.stop_agreement.close()
         self.checkpointer.close()
         self.hook.titan_train_end(trainer=self)
         return {
