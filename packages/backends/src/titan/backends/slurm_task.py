@@ -24,6 +24,7 @@ Exit codes decide what Slurm does next:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,6 +113,12 @@ def requeue_after_stop(max_requeues: int) -> None:
 
 def run_rank(config_path: str, gpus_per_node: int, max_requeues: int) -> None:
     """Train one rank of the job in ``config_path``; exit as described in the module docstring."""
+    from titan.core import faults
+
+    # First of all: a stop signal from now on (Slurm's may come while torch is imported) is
+    # recorded for the trainer, which stops at its first step boundary. Left to submitit's own
+    # handlers, SIGUSR2 would end the job without a checkpoint and SIGTERM would be ignored.
+    faults.install_stop_handlers()
     rank = os.environ.get("SLURM_PROCID", "0")
     where = f"{rank} on {os.environ.get('SLURMD_NODENAME', socket.gethostname())}"
     try:
@@ -128,6 +135,8 @@ def run_rank(config_path: str, gpus_per_node: int, max_requeues: int) -> None:
         traceback.print_exc()
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         _fail(where, last, 1)
+    for sig in faults.STOP_SIGNALS:  # training is over: a late signal changes nothing now
+        signal.signal(sig, signal.SIG_IGN)
     if code == EXIT_STOPPED_RESUMABLE:
         if rank == "0":
             requeue_after_stop(max_requeues)
