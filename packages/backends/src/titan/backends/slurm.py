@@ -140,7 +140,11 @@ class SlurmBackend:
                 )
         except submitit.core.utils.FailedJobError as exc:
             raise _sbatch_error(exc) from None
-        logs = [str(submitted.paths.stdout).replace("%t", str(t)) for t in range(lay.world_size)]
+        paths = submitit.core.utils.JobPaths  # one log per task, i.e. per rank
+        logs = [
+            str(paths(folder, job_id=submitted.job_id, task_id=t).stdout)
+            for t in range(lay.world_size)
+        ]
         extra = {"folder": str(folder), "nodes": lay.nodes, "ranks": lay.world_size}
         if os.environ.get("SLURM_CONF"):
             extra["slurm_conf"] = os.environ["SLURM_CONF"]
