@@ -34,6 +34,7 @@ from slurm_helpers import (  # noqa: E402
     requeue_at_step,
     start_local_reference,
     submit,
+    submit_and_wait,
     submit_time_limit_job,
 )
 
@@ -102,7 +103,7 @@ def cluster_jobs(
     jobs = ClusterJobs(
         parity=parity,
         requeue=requeue,
-        crash=submit(
+        crash=submit_and_wait(
             "crash",
             runs / "crash",
             "--training.steps=3",
@@ -110,7 +111,9 @@ def cluster_jobs(
             "--training.local_batch_size=1",
             f"--training.dataset_path={crash_corpus(runs / 'crash-data')}",
         ),
-        cancel=submit("cancel", runs / "cancel", *exact_args, "--training.steps=100000"),
+        cancel=submit(  # one rank is enough to show cancel, and leaves the CPUs to the others
+            "cancel", runs / "cancel", *exact_args, "--training.steps=100000", "--slurm.nodes=1"
+        ),
         exact_args=exact_args,
         requeued=pool.submit(requeue_at_step, requeue, 3),
         time_limit=pool.submit(submit_time_limit_job, parity, runs / "time-limit", exact_args),
@@ -122,6 +125,9 @@ def cluster_jobs(
     if jobs.time_limit.done() and not jobs.time_limit.exception():
         ids.append(jobs.time_limit.result().id)
     subprocess.run(["scancel", *ids], capture_output=True)
+    if jobs.crash.waiter.poll() is None:
+        jobs.crash.waiter.kill()
+        jobs.crash.waiter.wait()
     if jobs.local_reference.poll() is None:
         jobs.local_reference.kill()
         jobs.local_reference.wait()

@@ -58,6 +58,8 @@ class SlurmJob:
     dump: Path
     submit_output: str
     planned_steps: int = 0
+    waiter: subprocess.Popen | None = None
+    """The `titan run ... --wait` process, for a job submitted that way."""
     _followed: subprocess.CompletedProcess | None = field(default=None, repr=False)
 
     def metrics(self) -> list[dict]:
@@ -90,9 +92,8 @@ class SlurmJob:
         return dict(f.split("=", 1) for f in out.split() if "=" in f)
 
 
-def submit(name: str, dump: Path, *args: str) -> SlurmJob:
-    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise)."""
-    proc = titan(
+def _submit_args(name: str, dump: Path, args: tuple[str, ...]) -> list[str]:
+    return [
         "run",
         "--backend=slurm",
         "--slurm.gpus_per_node=0",
@@ -100,11 +101,39 @@ def submit(name: str, dump: Path, *args: str) -> SlurmJob:
         f"--slurm.job_name=titan-test-{name}",
         f"--job.dump_folder={dump}",
         *args,
-    )
+    ]
+
+
+def submit(name: str, dump: Path, *args: str) -> SlurmJob:
+    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise)."""
+    proc = titan(*_submit_args(name, dump, args))
     match = re.search(r"submitted Slurm job (\d+)", proc.stderr)
     if proc.returncode or not match:
         pytest.fail(f"submitting {name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return SlurmJob(name, match.group(1), dump, proc.stderr)
+
+
+def submit_and_wait(name: str, dump: Path, *args: str) -> SlurmJob:
+    """``titan run --backend slurm ... --wait`` left running: ``job.waiter`` follows the job."""
+    dump.mkdir(parents=True)
+    out = (dump / "titan-wait.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "titan.core.cli", *_submit_args(name, dump, (*args, "--wait"))],
+        env=dist.titan_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        match = re.search(r"submitted Slurm job (\d+)", (dump / "titan-wait.log").read_text())
+        if match:
+            job = SlurmJob(name, match.group(1), dump, "")
+            job.waiter = proc
+            return job
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    pytest.fail(f"submitting {name} failed:\n{(dump / 'titan-wait.log').read_text()}")
 
 
 @dataclass
@@ -129,38 +158,39 @@ def requeue_at_step(job: SlurmJob, step: int) -> int:
     return max(m["step"] for m in job.metrics())
 
 
-TIME_LIMIT = 120
-"""The time-limit job's --slurm.time, in seconds (2 minutes)."""
 SIGNAL_DELAY = 30
-"""Its --slurm.signal_delay: Slurm signals between 30 and 60 s before the limit, as it checks
-limits about every 30 s, so between 60 and 90 s after the job started."""
+"""The time-limit job's --slurm.signal_delay. Slurm checks limits about every 30 s, so the
+signal comes between 30 and 60 s before the limit."""
+MAX_REQUEUES = 5
 
 
 def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
     """A job that cannot finish before its time-limit signal but needs no more than a few runs.
 
-    Sized from the parity job (same config, same cluster, same moment): its start-up time
-    ``u`` (job start to the first step) and its step time ``s``. The first run trains from
-    ``u`` until the signal (60-90 s after the start), so it is given 1.6 x (90 - u) seconds
-    of steps: the signal always comes first, and the run after the requeue finishes the rest.
+    Sized from the parity job (same config, same cluster, a busy moment): its start-up
+    time ``u`` (job start to the first step) and its step time ``s``. The time limit is the
+    shortest whole number of minutes whose signal (``limit - 60 s`` to ``limit - 30 s``)
+    comes at least 30 s after start-up, so every run trains; the first run is given
+    1.3 x ``limit - 30 s - u`` seconds of steps, more than it can do before the signal,
+    and the run after the requeue (or the one after it) finishes the rest.
     """
     parity.wait_for_step(4, timeout=400)
     seen = time.time()
     start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
     metrics = parity.metrics()
     step_time = sorted(m["step_time"] for m in metrics[1:])[len(metrics[1:]) // 2]
-    first_step_at = seen - sum(m["step_time"] for m in metrics[1:])
-    startup = max(0.0, first_step_at - start)
-    window = max(TIME_LIMIT - SIGNAL_DELAY - startup, 20.0)
-    steps = max(20, math.ceil(1.6 * window / step_time))
+    startup = max(0.0, seen - sum(m["step_time"] for m in metrics[1:]) - start)
+    limit_min = max(2, math.ceil((startup + 30 + 2 * SIGNAL_DELAY) / 60))
+    window = limit_min * 60 - SIGNAL_DELAY - startup
+    steps = max(20, math.ceil(1.3 * window / step_time))
     job = submit(
         "time-limit",
         dump,
         *exact_args,
         f"--training.steps={steps}",
-        f"--slurm.time={TIME_LIMIT // 60}",
+        f"--slurm.time={limit_min}",
         f"--slurm.signal_delay={SIGNAL_DELAY}",
-        "--slurm.max_requeues=4",
+        f"--slurm.max_requeues={MAX_REQUEUES}",
     )
     job.planned_steps = steps
     return job
