@@ -158,21 +158,20 @@ def requeue_at_step(job: SlurmJob, step: int) -> int:
     return max(m["step"] for m in job.metrics())
 
 
+TIME_LIMIT_MIN = 3
 SIGNAL_DELAY = 30
-"""The time-limit job's --slurm.signal_delay. Slurm checks limits about every 30 s, so the
-signal comes between 30 and 60 s before the limit."""
-MAX_REQUEUES = 5
+"""The time-limit job's --slurm.time (minutes) and --slurm.signal_delay (seconds). Slurm checks
+limits about every 30 s, so the signal comes 120 to 150 s after the job started."""
+MAX_REQUEUES = 6
 
 
 def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
-    """A job that cannot finish before its time-limit signal but needs no more than a few runs.
+    """A job that cannot finish before its time-limit signal, and finishes after a requeue or two.
 
-    Sized from the parity job (same config, same cluster, a busy moment): its start-up
-    time ``u`` (job start to the first step) and its step time ``s``. The time limit is the
-    shortest whole number of minutes whose signal (``limit - 60 s`` to ``limit - 30 s``)
-    comes at least 30 s after start-up, so every run trains; the first run is given
-    1.3 x ``limit - 30 s - u`` seconds of steps, more than it can do before the signal,
-    and the run after the requeue (or the one after it) finishes the rest.
+    Sized from the parity job (same config and cluster, measured while it runs): its step
+    time ``s`` and start-up time ``u`` (job start to the first step; taken as at most 40 s,
+    since the parity job started together with every other test job). The first run can
+    train for at most ``150 s - u`` before the signal; it is given 1.5 times that in steps.
     """
     parity.wait_for_step(4, timeout=400)
     seen = time.time()
@@ -180,15 +179,14 @@ def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -
     metrics = parity.metrics()
     step_time = sorted(m["step_time"] for m in metrics[1:])[len(metrics[1:]) // 2]
     startup = max(0.0, seen - sum(m["step_time"] for m in metrics[1:]) - start)
-    limit_min = max(2, math.ceil((startup + 30 + 2 * SIGNAL_DELAY) / 60))
-    window = limit_min * 60 - SIGNAL_DELAY - startup
-    steps = max(20, math.ceil(1.3 * window / step_time))
+    window = TIME_LIMIT_MIN * 60 - SIGNAL_DELAY - min(startup, 40.0)
+    steps = max(20, math.ceil(1.5 * window / step_time))
     job = submit(
         "time-limit",
         dump,
         *exact_args,
         f"--training.steps={steps}",
-        f"--slurm.time={limit_min}",
+        f"--slurm.time={TIME_LIMIT_MIN}",
         f"--slurm.signal_delay={SIGNAL_DELAY}",
         f"--slurm.max_requeues={MAX_REQUEUES}",
     )
