@@ -28,7 +28,7 @@ from typing import TextIO
 
 from rich.console import Console
 
-from titan.backends.slurm_config import SlurmSection, validate
+from titan.backends.slurm_config import Layout, SlurmSection, validate
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
 from titan.core.jobs import JobRecord
@@ -82,8 +82,9 @@ class SlurmBackend:
                 "sbatch is not on PATH: submit from the cluster's login node (or add Slurm's "
                 "bin folder to PATH); --dry-run prints the script without Slurm"
             )
-        job.write_config()
-        record = self._submit(job, lay)
+        # Usually job_config.toml; the path the ranks must read if the core writes elsewhere.
+        config_path = job.write_config()
+        record = self._submit(job, lay, config_path)
         from titan.core.jobs import job_store
 
         job_store().add(record)
@@ -120,7 +121,7 @@ class SlurmBackend:
             f"(up to {c.slurm.max_requeues} requeues)"
         )
 
-    def _submit(self, job: Job, lay) -> JobRecord:
+    def _submit(self, job: Job, lay: Layout, config_path: Path) -> JobRecord:
         import submitit
 
         from titan.backends.slurm_script import executor_parameters, submitit_folder
@@ -134,7 +135,7 @@ class SlurmBackend:
             with contextlib.redirect_stderr(io.StringIO()):
                 submitted = executor.submit(
                     run_rank,
-                    str(job.dump_folder / CONFIG_FILE_NAME),
+                    str(config_path),
                     lay.gpus_per_node,
                     c.slurm.max_requeues,
                 )
