@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from titan.backends.slurm_task import scontrol_fields
+
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster"
 STEPS = 20
@@ -89,7 +91,7 @@ class SlurmJob:
         out = subprocess.run(
             ["scontrol", "show", "job", self.id, "-o"], capture_output=True, text=True, check=True
         ).stdout
-        return dict(f.split("=", 1) for f in out.split() if "=" in f)
+        return scontrol_fields(out)
 
 
 def _submit_args(name: str, dump: Path, args: tuple[str, ...]) -> list[str]:
@@ -168,19 +170,23 @@ MAX_REQUEUES = 6
 def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
     """A job that cannot finish before its time-limit signal, and finishes after a requeue or two.
 
-    Sized from the parity job (same config and cluster, measured while it runs): its step
-    time ``s`` and start-up time ``u`` (job start to the first step; taken as at most 40 s,
-    since the parity job started together with every other test job). The first run can
-    train for at most ``150 s - u`` before the signal; it is given 1.5 times that in steps.
+    Sized from the parity job (same config and cluster): its step time ``s`` over its last
+    ten steps, when the other test jobs run as they will beside this one, and its start-up
+    time ``u`` (job start to the first step; taken as at most 40 s, since the parity job
+    started together with every other test job). The first run can train for at most
+    ``150 s - u`` before the signal; it is given twice that in steps.
     """
-    parity.wait_for_step(4, timeout=400)
-    seen = time.time()
-    start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
+    parity.wait_for_step(STEPS, timeout=600)
     metrics = parity.metrics()
-    step_time = sorted(m["step_time"] for m in metrics[1:])[len(metrics[1:]) // 2]
-    startup = max(0.0, seen - sum(m["step_time"] for m in metrics[1:]) - start)
+    start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
+    first_step_at = (parity.dump / "metrics.jsonl").stat().st_mtime - sum(
+        m["step_time"] for m in metrics[1:]
+    )
+    startup = max(0.0, first_step_at - start)
+    late = sorted(m["step_time"] for m in metrics[-10:])
+    step_time = late[len(late) // 2]
     window = TIME_LIMIT_MIN * 60 - SIGNAL_DELAY - min(startup, 40.0)
-    steps = max(20, math.ceil(1.5 * window / step_time))
+    steps = max(20, math.ceil(2.0 * window / step_time))
     job = submit(
         "time-limit",
         dump,

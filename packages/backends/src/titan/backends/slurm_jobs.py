@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from titan.backends.slurm_task import FAILURE_MARK
+from titan.backends.slurm_task import FAILURE_MARK, scontrol_fields
 from titan.core.errors import ConfigError
 from titan.core.jobs import FINAL_STATES, JobRecord
 
@@ -93,7 +93,7 @@ def query_state(record: JobRecord) -> SlurmState:
     env = slurm_env(record)
     proc = _run(["scontrol", "show", "job", record.id, "-o"], env)
     if proc.returncode == 0 and proc.stdout.strip():
-        fields = dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f)
+        fields = scontrol_fields(proc.stdout)
         raw = fields.get("JobState", "UNKNOWN")
         code, sig = _exit_pair(fields.get("ExitCode", "0:0"))
         return SlurmState(_STATES.get(raw, "UNKNOWN"), raw, code, sig)

@@ -47,28 +47,27 @@ def _scontrol(*args: str) -> str:
     ).stdout
 
 
+def scontrol_fields(text: str) -> dict[str, str]:
+    """``scontrol show ... -o`` output (``Key=Value`` words) as a dict."""
+    return dict(word.split("=", 1) for word in text.split() if "=" in word)
+
+
 def first_node_address() -> str:
     """The first node's ``NodeAddr``: an address every node of the job can reach."""
     nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
     try:
         first = _scontrol("show", "hostnames", nodelist).split()[0]
-        for field in _scontrol("show", "node", first, "-o").split():
-            if field.startswith("NodeAddr="):
-                return field.split("=", 1)[1]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        pass
-    return socket.gethostname()
+        return scontrol_fields(_scontrol("show", "node", first, "-o"))["NodeAddr"]
+    except (OSError, subprocess.SubprocessError, IndexError, KeyError):
+        return socket.gethostname()
 
 
 def job_state(job_id: str) -> str:
     """The job's JobState as the controller sees it now (e.g. RUNNING, COMPLETING)."""
     try:
-        for field in _scontrol("show", "job", job_id, "-o").split():
-            if field.startswith("JobState="):
-                return field.split("=", 1)[1]
+        return scontrol_fields(_scontrol("show", "job", job_id, "-o")).get("JobState", "UNKNOWN")
     except (OSError, subprocess.SubprocessError):
-        pass
-    return "UNKNOWN"
+        return "UNKNOWN"
 
 
 def setup_distributed_env(gpus_per_node: int) -> None:
