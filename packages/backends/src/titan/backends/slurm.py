@@ -1,0 +1,195 @@
+"""slurm: submit the job to a Slurm cluster through submitit, one Slurm task per rank.
+
+``titan run --backend slurm`` writes the effective config into the dump folder
+(on a file system the nodes share), submits an sbatch script through
+submitit's ``SlurmExecutor`` and returns with the job id, the log paths and
+how to follow the job; ``--wait`` follows it to the end. Every task runs
+:func:`titan.backends.slurm_task.run_rank`: one task per rank (per GPU), with
+submitit's ``TorchDistributedEnvironment`` rather than torchrun, so Slurm's
+signals and each rank's exit code reach Slurm directly (docs/slurm.md says
+more). Checkpointing is on by default: a job that can be preempted or hit its
+time limit must be able to resume, and it requeues itself after a
+checkpoint on the time-limit signal.
+
+Module-level imports stay light (no submitit, no torch): ``titan --help``
+imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+
+from titan.backends.slurm_config import Layout, SlurmSection, validate
+from titan.core import hookimpl
+from titan.core.errors import ConfigError
+from titan.core.jobs import JobRecord
+from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.registry import BackendRegistry
+
+AUTOLOAD = True
+
+_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# sbatch's complaints -> the [slurm] key that fixes them.
+_SBATCH_ERRORS = (
+    ("partition", "slurm.partition"),
+    ("account", "slurm.account"),
+    ("qos", "slurm.qos"),
+    ("time limit", "slurm.time"),
+    ("feature", "slurm.constraint"),
+    ("gres", "slurm.gpus_per_node"),
+    (
+        "node configuration is not available",
+        "slurm.nodes, slurm.gpus_per_node, slurm.cpus_per_task or slurm.constraint",
+    ),
+    ("memory", "slurm.mem"),
+)
+
+
+@dataclass
+class SlurmBackend:
+    name: str = "slurm"
+    description: str = "a Slurm cluster, through submitit: one task per rank, requeue on signal"
+
+    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+        from titan.backends.slurm_script import render_sbatch, submitit_folder
+
+        config = job.config
+        lay = validate(config)
+        config.job.dump_folder = str(Path(config.job.dump_folder).expanduser().absolute())
+        self._header(job)
+        if dry_run:
+            _console.print(
+                f"dry run: would submit {lay.nodes} node(s) x {lay.nproc_per_node} rank(s); "
+                f"nothing is written or submitted. At submission titan writes "
+                f"{job.dump_folder / CONFIG_FILE_NAME} and submitit its files under "
+                f"{submitit_folder(config)}. The sbatch script:"
+            )
+            sys.stdout.write(render_sbatch(config, lay))
+            sys.stdout.flush()
+            return 0
+        if not shutil.which("sbatch"):
+            raise ConfigError(
+                "sbatch is not on PATH: submit from the cluster's login node (or add Slurm's "
+                "bin folder to PATH); --dry-run prints the script without Slurm"
+            )
+        # Usually job_config.toml; the path the ranks must read if the core writes elsewhere.
+        config_path = job.write_config()
+        record = self._submit(job, lay, config_path)
+        from titan.core.jobs import job_store
+
+        job_store().add(record)
+        _console.print(
+            f"submitted Slurm job {record.id} ({record.name}): {lay.nodes} node(s) x "
+            f"{lay.nproc_per_node} rank(s)\n"
+            f"  logs (one per rank): {record.logs[0]}"
+            + (" ..." if len(record.logs) > 1 else "")
+            + f"\n  follow: titan logs {record.id} -f   state: titan jobs   "
+            f"cancel: titan cancel {record.id}"
+        )
+        if not wait:
+            return 0
+        return self.logs(record, follow=True, out=sys.stdout)
+
+    def _header(self, job: Job) -> None:
+        """Say how the run checkpoints: a job that may be preempted must be able to resume."""
+        c = job.config
+        if c.slurm.checkpoint and not c.checkpoint.enable_checkpoint:
+            c.checkpoint.enable_checkpoint = True
+            why = "turned on by the Slurm backend (--slurm.checkpoint=false leaves it off)"
+        elif c.checkpoint.enable_checkpoint:
+            why = "on"
+        else:
+            _console.print(
+                "checkpointing: off (slurm.checkpoint = false): a preempted or requeued job "
+                "starts over"
+            )
+            return
+        _console.print(
+            f"checkpointing: {why}; every {c.checkpoint.interval} steps, at the end and when "
+            f"Slurm signals ({c.slurm.signal_delay} s before the time limit, on requeue or preemption), in "
+            f"{Path(c.job.dump_folder) / c.checkpoint.folder}; a requeued job resumes from it "
+            f"(up to {c.slurm.max_requeues} requeues)"
+        )
+
+    def _submit(self, job: Job, lay: Layout, config_path: Path) -> JobRecord:
+        import submitit
+
+        from titan.backends.slurm_script import executor_parameters, submitit_folder
+        from titan.backends.slurm_task import run_rank
+
+        c = job.config
+        folder = submitit_folder(c)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=c.slurm.max_requeues)
+        executor.update_parameters(**executor_parameters(c, lay))
+        try:  # submitit echoes sbatch's stderr itself: keep it for the one-line error
+            with contextlib.redirect_stderr(io.StringIO()):
+                submitted = executor.submit(
+                    run_rank,
+                    str(config_path),
+                    lay.gpus_per_node,
+                    c.slurm.max_requeues,
+                )
+        except submitit.core.utils.FailedJobError as exc:
+            raise _sbatch_error(exc) from None
+        paths = submitit.core.utils.JobPaths  # one log per task, i.e. per rank
+        logs = [
+            str(paths(folder, job_id=submitted.job_id, task_id=t).stdout)
+            for t in range(lay.world_size)
+        ]
+        extra = {"folder": str(folder), "nodes": lay.nodes, "ranks": lay.world_size}
+        if os.environ.get("SLURM_CONF"):
+            extra["slurm_conf"] = os.environ["SLURM_CONF"]
+        return JobRecord(
+            backend=self.name,
+            id=str(submitted.job_id),
+            name=c.slurm.job_name or c.job.description,
+            dump_folder=str(job.dump_folder),
+            logs=logs,
+            extra=extra,
+        )
+
+    def state(self, record: JobRecord) -> str:
+        from titan.backends.slurm_jobs import query_state
+
+        return query_state(record).state
+
+    def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
+        from titan.backends.slurm_jobs import show_logs
+
+        return show_logs(record, follow, out)
+
+    def cancel(self, record: JobRecord) -> None:
+        from titan.backends.slurm_jobs import cancel
+
+        cancel(record)
+
+
+def _sbatch_error(exc: Exception) -> ConfigError:
+    """sbatch refused the job: one line, naming the [slurm] key to fix where it can."""
+    text = " ".join(str(exc).split())
+    message = text.split("sbatch: error:")[-1].strip() if "sbatch: error:" in text else text
+    lowered = message.lower()
+    for needle, key in _SBATCH_ERRORS:
+        if needle in lowered:
+            return ConfigError(f"sbatch refused the job: {message}; set {key}")
+    return ConfigError(f"sbatch refused the job: {message}; fix the [slurm] section")
+
+
+@hookimpl
+def titan_config_sections() -> dict[str, type]:
+    return {"slurm": SlurmSection}
+
+
+@hookimpl
+def titan_register_backends(registry: BackendRegistry) -> None:
+    registry.add(SlurmBackend())

@@ -1,0 +1,133 @@
+"""A real two-node Slurm cluster for the Slurm backend's tests, and the jobs they share.
+
+The cluster: ``.ci/run`` starts one (``scripts/slurm-cluster start DIR``) and
+passes its folder in ``TITAN_TEST_SLURM_CLUSTER``; without it (``uv run pytest``
+on a machine with Slurm, or where the script may install it with apt-get as
+root) the session starts its own in a fresh folder and stops every daemon by
+pid at the end. Either way the cluster's state is new for the test run, so job
+ids and submitit folders never meet an earlier run's.
+
+The jobs: the Slurm tests need a few minutes of waiting on Slurm (scheduling,
+credentials, a time limit), so every job is submitted at once by the
+``cluster_jobs`` fixture and each test waits for its own; they train the debug
+model on CPU (fp32, one window per document, as tests/distributed does) so
+their losses can be compared bitwise with a local ``titan run --nproc 2``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slurm_helpers import (  # noqa: E402
+    CLUSTER_SCRIPT,
+    STEPS,
+    ClusterJobs,
+    crash_corpus,
+    dist,
+    requeue_at_step,
+    start_local_reference,
+    submit,
+    submit_and_wait,
+    submit_time_limit_job,
+)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The cluster's folder, with SLURM_CONF exported for this process and its children."""
+    given = os.environ.get("TITAN_TEST_SLURM_CLUSTER")
+    if given:
+        folder, started = Path(given), False
+    else:
+        folder, started = tmp_path_factory.mktemp("slurm-cluster"), True
+        proc = subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), "start", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode:
+            subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", str(folder)], timeout=120)
+            pytest.fail(f"could not start the Slurm cluster:\n{proc.stdout}\n{proc.stderr}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    os.environ["PATH"] = os.environ["PATH"] + ":/usr/sbin"
+    yield folder
+    if started:
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", str(folder)], timeout=180)
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    corpus = dist.write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
+    return [
+        "--model.flavor=debug",
+        f"--training.seq_len={dist.SEQ_LEN}",
+        "--training.local_batch_size=1",
+        f"--training.dataset_path={corpus}",
+        "--training.mixed_precision_param=float32",
+        "--training.max_norm=0",
+        "--lr_scheduler.warmup_steps=2",
+        "--lr_scheduler.decay_type=none",
+        "--metrics.log_freq=1",
+    ]
+
+
+@pytest.fixture(scope="session")
+def cluster_jobs(
+    slurm_cluster: Path, exact_args: list[str], tmp_path_factory: pytest.TempPathFactory
+):
+    """Every test job, submitted at once so that their waits overlap.
+
+    Two things happen in the background while the tests wait for other jobs: the
+    requeue job is requeued (``scontrol requeue``) once it has logged step 3, and the
+    time-limit job is submitted once the parity job has shown how fast steps go here.
+    The local reference run (``titan run --nproc 2``) runs alongside.
+    """
+    runs = tmp_path_factory.mktemp("slurm-runs")
+    steps = f"--training.steps={STEPS}"
+    pool = ThreadPoolExecutor(max_workers=2)
+    parity = submit("parity", runs / "parity", *exact_args, steps)
+    requeue = submit("requeue", runs / "requeue", *exact_args, steps)
+    jobs = ClusterJobs(
+        parity=parity,
+        requeue=requeue,
+        crash=submit_and_wait(
+            "crash",
+            runs / "crash",
+            "--training.steps=3",
+            "--training.seq_len=32",
+            "--training.local_batch_size=1",
+            f"--training.dataset_path={crash_corpus(runs / 'crash-data')}",
+        ),
+        cancel=submit(  # one rank is enough to show cancel, and leaves the CPUs to the others
+            "cancel", runs / "cancel", *exact_args, "--training.steps=100000", "--slurm.nodes=1"
+        ),
+        exact_args=exact_args,
+        requeued=pool.submit(requeue_at_step, requeue, 3),
+        time_limit=pool.submit(submit_time_limit_job, parity, runs / "time-limit", exact_args),
+        local_reference=start_local_reference(runs / "local-reference", exact_args, STEPS),
+    )
+    yield jobs
+    pool.shutdown(wait=True, cancel_futures=True)
+    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel)]
+    if jobs.time_limit.done() and not jobs.time_limit.exception():
+        ids.append(jobs.time_limit.result().id)
+    subprocess.run(["scancel", *ids], capture_output=True)
+    if jobs.crash.waiter.poll() is None:
+        jobs.crash.waiter.kill()
+        jobs.crash.waiter.wait()
+    if jobs.local_reference.poll() is None:
+        jobs.local_reference.kill()
+        jobs.local_reference.wait()

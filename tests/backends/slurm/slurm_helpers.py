@@ -1,0 +1,226 @@
+"""Helpers of the Slurm tests: running `titan`, submitting jobs, reading their results.
+
+Imported by conftest.py and the test files after putting this folder on ``sys.path``
+(the suite runs with ``--import-mode=importlib``), as tests/optims does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from titan.backends.slurm_task import scontrol_fields
+
+REPO = Path(__file__).resolve().parents[3]
+CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster"
+STEPS = 20
+"""Steps of the parity and requeue jobs (and of the local reference run)."""
+
+
+def _distributed_helpers():
+    """tests/distributed/conftest.py's corpus writer and exact-run settings, loaded by path."""
+    path = REPO / "tests" / "distributed" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("titan_tests_distributed_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+dist = _distributed_helpers()
+
+
+def titan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``titan ARGS`` in a subprocess, as a user types it."""
+    env = dist.titan_env()
+    env["COLUMNS"] = "400"  # `titan jobs`: one table row per line
+    return subprocess.run(
+        [sys.executable, "-m", "titan.core.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class SlurmJob:
+    name: str
+    id: str
+    dump: Path
+    submit_output: str
+    planned_steps: int = 0
+    waiter: subprocess.Popen | None = None
+    """The `titan run ... --wait` process, for a job submitted that way."""
+    _followed: subprocess.CompletedProcess | None = field(default=None, repr=False)
+
+    def metrics(self) -> list[dict]:
+        path = self.dump / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def losses(self) -> dict[int, float]:
+        return {m["step"]: m["loss"] for m in self.metrics()}
+
+    def wait_for_step(self, step: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(m["step"] >= step for m in self.metrics()):
+                return
+            time.sleep(0.3)
+        pytest.fail(f"job {self.name} ({self.id}) did not reach step {step} in {timeout} s")
+
+    def follow(self, timeout: float = 420) -> subprocess.CompletedProcess:
+        """``titan logs ID -f`` to the job's end (once; later calls return the same result)."""
+        if self._followed is None:
+            self._followed = titan("logs", self.id, "-f", timeout=timeout)
+        return self._followed
+
+    def scontrol(self) -> dict[str, str]:
+        out = subprocess.run(
+            ["scontrol", "show", "job", self.id, "-o"], capture_output=True, text=True, check=True
+        ).stdout
+        return scontrol_fields(out)
+
+
+def _submit_args(name: str, dump: Path, args: tuple[str, ...]) -> list[str]:
+    return [
+        "run",
+        "--backend=slurm",
+        "--slurm.gpus_per_node=0",
+        "--slurm.nodes=2",
+        f"--slurm.job_name=titan-test-{name}",
+        f"--job.dump_folder={dump}",
+        *args,
+    ]
+
+
+def submit(name: str, dump: Path, *args: str) -> SlurmJob:
+    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise)."""
+    proc = titan(*_submit_args(name, dump, args))
+    match = re.search(r"submitted Slurm job (\d+)", proc.stderr)
+    if proc.returncode or not match:
+        pytest.fail(f"submitting {name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return SlurmJob(name, match.group(1), dump, proc.stderr)
+
+
+def submit_and_wait(name: str, dump: Path, *args: str) -> SlurmJob:
+    """``titan run --backend slurm ... --wait`` left running: ``job.waiter`` follows the job."""
+    dump.mkdir(parents=True)
+    out = (dump / "titan-wait.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "titan.core.cli", *_submit_args(name, dump, (*args, "--wait"))],
+        env=dist.titan_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        match = re.search(r"submitted Slurm job (\d+)", (dump / "titan-wait.log").read_text())
+        if match:
+            job = SlurmJob(name, match.group(1), dump, "")
+            job.waiter = proc
+            return job
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    pytest.fail(f"submitting {name} failed:\n{(dump / 'titan-wait.log').read_text()}")
+
+
+@dataclass
+class ClusterJobs:
+    parity: SlurmJob
+    requeue: SlurmJob
+    crash: SlurmJob
+    cancel: SlurmJob
+    exact_args: list[str]
+    requeued: Future
+    """Done once ``scontrol requeue`` of the requeue job was issued (its result: the step seen)."""
+    time_limit: Future
+    """The time-limit job (a SlurmJob), submitted once the parity job's speed is known."""
+    local_reference: subprocess.Popen
+    """`titan run --nproc 2` of the parity config; its dump folder is ``.dump``."""
+
+
+def requeue_at_step(job: SlurmJob, step: int) -> int:
+    """``scontrol requeue`` the job as soon as it has logged ``step``: it is mid-run then."""
+    job.wait_for_step(step, timeout=400)
+    subprocess.run(["scontrol", "requeue", job.id], check=True, capture_output=True)
+    return max(m["step"] for m in job.metrics())
+
+
+TIME_LIMIT_MIN = 3
+SIGNAL_DELAY = 30
+"""The time-limit job's --slurm.time (minutes) and --slurm.signal_delay (seconds). Slurm checks
+limits about every 30 s, so the signal comes 120 to 150 s after the job started."""
+MAX_REQUEUES = 6
+
+
+def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
+    """A job that cannot finish before its time-limit signal, and finishes after a requeue or two.
+
+    Sized from the parity job (same config and cluster): its fastest step time ``s``, and its start-up
+    time ``u`` (job start to the first step; taken as at most 40 s, since the parity job
+    started together with every other test job). The first run can train for at most
+    ``150 s - u`` before the signal; it is given twice that in steps.
+    """
+    parity.wait_for_step(STEPS, timeout=600)
+    metrics = parity.metrics()
+    start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
+    first_step_at = (parity.dump / "metrics.jsonl").stat().st_mtime - sum(
+        m["step_time"] for m in metrics[1:]
+    )
+    startup = max(0.0, first_step_at - start)
+    # The fastest step seen: the time-limit job may run on a quieter machine than the parity
+    # job did, and a first run that finishes before the signal proves nothing.
+    step_time = min(m["step_time"] for m in metrics[1:])
+    window = TIME_LIMIT_MIN * 60 - SIGNAL_DELAY - min(startup, 40.0)
+    steps = max(20, math.ceil(2.0 * window / step_time))
+    job = submit(
+        "time-limit",
+        dump,
+        *exact_args,
+        f"--training.steps={steps}",
+        f"--slurm.time={TIME_LIMIT_MIN}",
+        f"--slurm.signal_delay={SIGNAL_DELAY}",
+        f"--slurm.max_requeues={MAX_REQUEUES}",
+    )
+    job.planned_steps = steps
+    return job
+
+
+def start_local_reference(dump: Path, exact_args: list[str], steps: int) -> subprocess.Popen:
+    """`titan run --nproc 2` (torchrun here) of the parity job's config, in the background."""
+    dump.mkdir(parents=True)
+    log = (dump / "titan.log").open("w")
+    proc = subprocess.Popen(
+        dist.titan_cmd(
+            *exact_args, f"--training.steps={steps}", "--nproc=2", f"--job.dump_folder={dump}"
+        ),
+        env=dist.titan_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    proc.dump = dump  # type: ignore[attr-defined]
+    return proc
+
+
+def crash_corpus(folder: Path) -> Path:
+    """A dataset folder of two files, the second one damaged. Two ranks read whole files
+    (a.jsonl: rank 0, b.jsonl: rank 1), so rank 1 fails on its data and rank 0 does not."""
+    folder.mkdir(parents=True)
+    good = [json.dumps({"text": f" the lord {i} and thou shall come"}) for i in range(40)]
+    (folder / "a.jsonl").write_text("\n".join(good) + "\n")
+    (folder / "b.jsonl").write_text(good[0] + "\n" + '{"text": "cut off in the mid\n')
+    return folder

@@ -1,0 +1,164 @@
+"""`titan run --backend slurm` on a real two-node Slurm cluster (see conftest.py).
+
+Every job trains the debug model on CPU, one rank on each of the two nodes
+(FSDP2 over gloo, rendezvous at node1's NodeAddr 127.0.0.2).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slurm_helpers import MAX_REQUEUES, STEPS, SlurmJob, dist, titan  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_reference(cluster_jobs) -> dict[int, float]:
+    """The parity config through `titan run --nproc 2` (torchrun on this machine)."""
+    proc = cluster_jobs.local_reference
+    code = proc.wait(timeout=600)
+    log = (proc.dump / "titan.log").read_text()
+    assert code == 0, log
+    return dist.read_losses(proc.dump)
+
+
+def assert_same_losses(job: SlurmJob, reference: dict[int, float], steps: int) -> None:
+    losses = job.losses()
+    assert sorted(losses) == list(range(1, steps + 1)), sorted(losses)
+    for step, loss in losses.items():
+        assert math.isclose(loss, reference[step], rel_tol=1e-6, abs_tol=0.0), (step, loss)
+
+
+def test_jobs_logs_and_cancel_on_a_running_job(cluster_jobs):
+    job = cluster_jobs.cancel
+    job.wait_for_step(1, timeout=300)
+    listed = titan("jobs")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if f" {job.id} " in f" {line} ")
+    assert "slurm" in row and "RUNNING" in row and "titan-test-cancel" in row
+
+    shown = titan("logs", job.id)
+    assert shown.returncode == 0 and "step     1/100000" in shown.stdout
+    assert f"`titan logs {job.id} -f` follows it" in shown.stdout
+
+    cancelled = titan("cancel", job.id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        row = next(line for line in titan("jobs").stdout.splitlines() if f" {job.id} " in line)
+        if "CANCELLED" in row:
+            break
+        time.sleep(1)
+    assert "CANCELLED" in row
+    followed = job.follow()
+    assert followed.returncode != 0 and f"titan: job {job.id} CANCELLED" in followed.stdout
+
+
+def test_crash_ends_failed_naming_the_failing_rank(cluster_jobs):
+    """`titan run --wait` and `titan logs` end with the failing rank's error line."""
+    job = cluster_jobs.crash
+    code = job.waiter.wait(timeout=420)
+    waited = (job.dump / "titan-wait.log").read_text()
+    assert code != 0, waited
+    assert f"titan: job {job.id} FAILED" in waited
+    # Rank 1 read the damaged file; rank 0 only lost its peer, which is not named first.
+    rank1 = (job.dump / "slurm" / f"{job.id}_1_log.out").read_text()
+    error_line = next(line for line in rank1.splitlines() if line.startswith("rank 1: error:"))
+    for out in (waited, titan("logs", job.id).stdout):
+        assert "first failure: rank 1 on node2" in out
+        assert error_line in out
+        assert "Traceback (most recent call last)" not in out  # folded into their last lines
+    shown = titan("logs", job.id)
+    assert shown.returncode == code
+
+
+def test_two_nodes_train_with_fsdp_like_two_local_ranks(cluster_jobs, local_reference):
+    job = cluster_jobs.parity
+    followed = job.follow()
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert f"titan: job {job.id} COMPLETED" in followed.stdout
+    assert f"step    20/{STEPS}" in followed.stdout  # rank 0's log, through `titan logs -f`
+    # One task per node: rank 0 on node1, rank 1 on node2, meeting at node1's address.
+    rank_logs = sorted((job.dump / "slurm").glob(f"{job.id}_*_log.out"))
+    assert [p.name for p in rank_logs] == [f"{job.id}_0_log.out", f"{job.id}_1_log.out"]
+    assert "node=0(2), global_rank=0(2)" in rank_logs[0].read_text()
+    assert "node=1(2), global_rank=1(2)" in rank_logs[1].read_text()
+    assert job.scontrol()["NodeList"] == "node[1-2]"
+    assert_same_losses(job, local_reference, STEPS)
+    assert "checkpointing: turned on by the Slurm backend" in job.submit_output
+    assert (job.dump / "checkpoint" / f"step-{STEPS}").is_dir()
+
+
+def test_dry_run_prints_the_script_that_was_submitted(cluster_jobs):
+    """--dry-run renders exactly what submitit handed to sbatch for the same arguments."""
+    job = cluster_jobs.parity
+    proc = titan(
+        "run",
+        "--backend=slurm",
+        "--slurm.gpus_per_node=0",
+        "--slurm.nodes=2",
+        "--slurm.job_name=titan-test-parity",
+        f"--job.dump_folder={job.dump}",
+        *cluster_jobs.exact_args,
+        f"--training.steps={STEPS}",
+        "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    submitted = (job.dump / "slurm" / f"{job.id}_submission.sh").read_text()
+    assert proc.stdout == submitted
+
+
+def test_scontrol_requeue_checkpoints_and_resumes_exactly(cluster_jobs, local_reference):
+    job = cluster_jobs.requeue
+    requeued_after = cluster_jobs.requeued.result(timeout=600)  # scontrol requeue, mid-run
+    assert requeued_after < STEPS
+    followed = job.follow()
+    out = followed.stdout
+    assert followed.returncode == 0, out + followed.stderr
+    assert f"titan: job {job.id} COMPLETED" in out
+    assert "on SIGTERM: checkpoint" in out  # every rank stopped at a step boundary and saved
+    stopped = int(out.split("stopped at step ")[1].split()[0])
+    assert 3 <= stopped < STEPS
+    assert f"resumed from checkpoint {job.dump / 'checkpoint' / f'step-{stopped}'}" in out
+    assert int(job.scontrol()["Restarts"]) == 1
+    assert_same_losses(job, local_reference, STEPS)  # final losses as if never interrupted
+
+
+def test_time_limit_signal_checkpoints_requeues_and_completes(cluster_jobs):
+    """A 3 minute time limit, the signal 30-60 s before it: SIGUSR2, checkpoint, requeue."""
+    job = cluster_jobs.time_limit.result(timeout=600)
+    followed = job.follow(timeout=1200)
+    out = followed.stdout
+    assert followed.returncode == 0, out + followed.stderr
+    assert f"titan: job {job.id} COMPLETED" in out
+    assert "on SIGUSR2: checkpoint" in out
+    assert f"requeued job {job.id} (1 of {MAX_REQUEUES})" in out
+    assert "resumed from checkpoint" in out
+    restarts = int(job.scontrol()["Restarts"])
+    assert 1 <= restarts <= MAX_REQUEUES
+    assert max(job.losses()) == job.planned_steps
+
+
+def test_unknown_job_is_one_line(cluster_jobs):
+    proc = titan("logs", "999999")
+    assert proc.returncode == 2
+    assert "no job '999999'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_partition_names_the_key(slurm_cluster, tmp_path: Path):
+    proc = titan(
+        "run",
+        "--backend=slurm",
+        "--slurm.gpus_per_node=0",
+        "--slurm.partition=nope",
+        f"--job.dump_folder={tmp_path / 'run'}",
+        "--training.steps=1",
+    )
+    assert proc.returncode == 2
+    assert "sbatch refused the job" in proc.stderr and "slurm.partition" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,139 @@
+"""`titan run --backend slurm --dry-run`: the exact sbatch script, without Slurm, network or writes.
+
+These tests need no cluster. The dry run runs in a network namespace of its own
+with only a loopback device (``unshare -n``) and a PATH without Slurm's commands.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slurm_helpers import titan  # noqa: E402
+
+ISOLATED = '/usr/sbin/ip link set lo up && exec "$@"'
+
+
+def isolated_titan(cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``titan ARGS`` with no network but loopback and no Slurm on PATH."""
+    env = {
+        "PATH": str(Path(sys.executable).parent),  # the venv's bin: no sbatch, srun, scontrol
+        "HOME": str(home),
+        "TITAN_HOME": str(home / ".titan"),
+        "HF_HUB_OFFLINE": "1",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    cmd = ["/usr/bin/unshare", "-n", "/bin/sh", "-c", ISOLATED, "sh"]
+    cmd += [sys.executable, "-m", "titan.core.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def empty_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    return cwd, home
+
+
+def all_files(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*")]
+
+
+def test_dry_run_prints_the_sbatch_script_offline_and_writes_nothing(empty_dirs):
+    cwd, home = empty_dirs
+    proc = isolated_titan(
+        cwd,
+        home,
+        "run",
+        "--backend=slurm",
+        "--dry-run",
+        "--slurm.nodes=4",
+        "--nproc=8",
+        "--slurm.partition=h100",
+        "--slurm.account=llm",
+        "--slurm.time=48:00:00",
+        "--slurm.cpus_per_task=12",
+        "--slurm.signal_delay=300",
+        "--slurm.setup=module load cuda/12.4,source /shared/venv/bin/activate",
+        "--slurm.env=NCCL_DEBUG=WARN",
+        "--slurm.sbatch=reservation=big",
+        "--job.dump_folder=/shared/runs/8b",
+    )
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for flag in (
+        "--nodes=4",
+        "--ntasks-per-node=8",  # one task per rank
+        "--gpus-per-node=8",
+        "--cpus-per-task=12",
+        "--partition=h100",
+        "--account=llm",
+        "--time=2880",  # 48 hours, in minutes
+        "--signal=USR2@300",
+        "--requeue",
+        "--reservation=big",
+        "--output=/shared/runs/8b/slurm/%j_0_log.out",
+    ):
+        assert f"#SBATCH {flag}" in lines, flag
+    setup = lines.index("# setup")
+    assert lines[setup + 1 : setup + 4] == [
+        "module load cuda/12.4",
+        "source /shared/venv/bin/activate",
+        "export NCCL_DEBUG=WARN",
+    ]
+    command = lines[-1]
+    assert command.startswith("srun --unbuffered --output /shared/runs/8b/slurm/%j_%t_log.out")
+    assert "--kill-on-bad-exit=1" in command
+    assert command.endswith(f"{sys.executable} -u -m submitit.core._submit /shared/runs/8b/slurm")
+    assert "checkpointing: turned on by the Slurm backend" in proc.stderr
+    assert "would submit 4 node(s) x 8 rank(s)" in proc.stderr
+    assert all_files(cwd, home) == []
+    assert not Path("/shared/runs/8b").exists()
+
+
+def test_dry_run_on_cpu_nodes_asks_for_no_gpus(empty_dirs):
+    cwd, home = empty_dirs
+    proc = isolated_titan(
+        cwd, home, "run", "--backend=slurm", "--dry-run", "--slurm.gpus_per_node=0", "--nnodes=2"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --nodes=2" in proc.stdout
+    assert "#SBATCH --ntasks-per-node=1" in proc.stdout
+    assert "gpus" not in proc.stdout and "--time" not in proc.stdout
+    assert all_files(cwd, home) == []
+
+
+def test_submitting_without_slurm_says_where_to_run(empty_dirs):
+    cwd, home = empty_dirs
+    proc = isolated_titan(cwd, home, "run", "--backend=slurm", "--slurm.gpus_per_node=0")
+    assert proc.returncode == 2
+    assert "sbatch is not on PATH" in proc.stderr and "--dry-run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_files(cwd, home) == []  # found before anything is written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slurm.time=2", "--slurm.signal_delay=120"], "slurm.time 2 (120 s) leaves no time"),
+        (["--slurm.time=soon"], "slurm.time 'soon' is not a Slurm time"),
+        (["--slurm.env=NCCL_DEBUG"], "slurm.env entry 'NCCL_DEBUG' is not NAME=VALUE"),
+        (["--nproc=9"], "--nproc 9 but slurm.gpus_per_node is 8"),
+        (["--slurm.nodes=2", "--nnodes=3"], "--nnodes 3 and slurm.nodes 2 disagree"),
+        (["--slurm.sbatch=mail type=END"], "slurm.sbatch entry 'mail type=END'"),
+    ],
+)
+def test_bad_slurm_settings_are_one_line_before_anything_runs(tmp_path, args, message):
+    proc = titan("run", "--backend=slurm", "--dry-run", f"--job.dump_folder={tmp_path}/r", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
