@@ -135,7 +135,8 @@ class LocalBackend:
             cmd.append(f"--max-restarts={launch.max_restarts}")
         return [*cmd, *job.train_command(config_path)[1:]]
 
-    def launch(self, job: Job, dry_run: bool) -> int:
+    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+        """Run in the foreground: ``wait`` is implied."""
         launch = job.config.launch
         nproc = self.nproc(job)
         if nproc == 1 and launch.nnodes == 1:

@@ -116,6 +116,13 @@ def run(
         typer.Option("--nproc", help="Processes per machine (default: GPUs, or 1 on CPU).", min=1),
     ] = None,
     nnodes: Annotated[int | None, typer.Option("--nnodes", help="Machines.", min=1)] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Cluster backends: follow the job's log to its end and exit with its result.",
+        ),
+    ] = False,
 ) -> None:
     """Train. With no CONFIG, the Llama 3 debug model on the bundled corpus, on this machine.
 
@@ -130,7 +137,7 @@ def run(
         f"[bold]titan[/] {job.config.model.name}/{job.config.model.flavor} "
         f"backend={chosen.name} plugins={escape(active or '(none)')} dump_folder={job.dump_folder}"
     )
-    code = chosen.launch(job, dry_run=dry_run)
+    code = chosen.launch(job, dry_run=dry_run, wait=wait)
     if code:
         raise typer.Exit(code)
 
@@ -227,6 +234,70 @@ def models_list() -> None:
                 ),
             )
     out.print(table)
+
+
+def _backend_registry():
+    """Installed backends (registration hooks only: no config, no torch)."""
+    from titan.core.plugins import load_plugins
+    from titan.core.registry import BackendRegistry
+
+    registry = BackendRegistry()
+    load_plugins().pm.hook.titan_register_backends(registry=registry)
+    return registry
+
+
+@app.command("jobs")
+def jobs_list(
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="Show the newest N jobs.", min=1)
+    ] = 20,
+) -> None:
+    """The jobs titan launched on clusters (Slurm, SageMaker, ...), newest first, with their state."""
+    from titan.core.jobs import job_store
+
+    records = job_store().all()[:limit]
+    if not records:
+        console.print("no jobs yet: `titan run --backend slurm|sagemaker ...` launches one")
+        return
+    registry = _backend_registry()
+    table = Table(title="titan jobs")
+    for col in ("job", "backend", "name", "state", "submitted", "dump folder"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        try:
+            state = registry.cluster(r.backend).state(r)
+        except TitanError as exc:
+            state = f"UNKNOWN ({exc})"
+        table.add_row(r.id, r.backend, r.name, state, r.submitted, r.dump_folder)
+    out.print(table)
+
+
+@app.command("logs")
+def job_logs(
+    job_ref: Annotated[str, typer.Argument(metavar="JOB", help="Job id (or BACKEND:ID).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep following until the job ends.")
+    ] = False,
+) -> None:
+    """Show a job's log; with -f, follow it to the end and exit with the job's result."""
+    from titan.core.jobs import job_store
+
+    record = job_store().find(job_ref)
+    code = _backend_registry().cluster(record.backend).logs(record, follow, sys.stdout)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("cancel")
+def job_cancel(
+    job_ref: Annotated[str, typer.Argument(metavar="JOB", help="Job id (or BACKEND:ID).")],
+) -> None:
+    """Cancel a job titan launched."""
+    from titan.core.jobs import job_store
+
+    record = job_store().find(job_ref)
+    _backend_registry().cluster(record.backend).cancel(record)
+    console.print(f"cancelled {record.ref} ({record.name})")
 
 
 def _human(n: int) -> str:

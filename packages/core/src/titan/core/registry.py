@@ -13,11 +13,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from titan.core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
+    from titan.core.jobs import JobRecord
     from titan.core.launch import Job
 
 
@@ -131,12 +132,41 @@ class ModelRegistry:
 
 
 class Backend(Protocol):
-    """Where a job runs. ``launch`` returns the exit code of the job (0 = success)."""
+    """Where a job runs. ``launch`` returns the exit code of the job (0 = success).
+
+    ``wait``: a backend that submits and returns (a cluster) follows the job to
+    its end when true and returns the job's exit status; one that runs in the
+    foreground (local) always waits.
+    """
 
     name: str
     description: str
 
-    def launch(self, job: Job, dry_run: bool) -> int: ...
+    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int: ...
+
+
+@runtime_checkable
+class ClusterBackend(Backend, Protocol):
+    """A backend whose jobs outlive ``titan run``: ``titan jobs``, ``logs``, ``cancel`` reach it.
+
+    ``launch`` stores a :class:`titan.core.jobs.JobRecord` (``job_store().add``)
+    for every job it submits; the CLI hands that record back to these methods.
+    """
+
+    def state(self, record: JobRecord) -> str:
+        """The job's state now, one of :data:`titan.core.jobs.STATES`."""
+        ...
+
+    def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
+        """Write the job's log to ``out`` (with ``follow``, until the job ends).
+
+        Returns 0, or the job's non-zero exit status when it failed.
+        """
+        ...
+
+    def cancel(self, record: JobRecord) -> None:
+        """Stop the job (it ends CANCELLED or STOPPED)."""
+        ...
 
 
 @dataclass
@@ -152,6 +182,16 @@ class BackendRegistry:
         if name not in self.backends:
             raise _unknown("backend", name, sorted(self.backends), "pass --backend NAME")
         return self.backends[name]
+
+    def cluster(self, name: str) -> ClusterBackend:
+        """The backend of a job record; an error if it cannot list, show or cancel jobs."""
+        backend = self.get(name)
+        if not isinstance(backend, ClusterBackend):
+            raise ConfigError(
+                f"backend '{name}' runs jobs in the foreground and keeps no job records; "
+                "`titan jobs`, `logs` and `cancel` serve cluster backends (slurm, sagemaker)"
+            )
+        return backend
 
 
 BuildFn = Callable[[Any], Any]
