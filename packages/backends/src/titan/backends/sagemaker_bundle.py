@@ -127,9 +127,10 @@ def _source_files(dist: md.Distribution) -> list[tuple[str, Path]]:
                         for p in sorted(root.rglob("*"))
                         if p.is_file() and _shippable(p.relative_to(root).parts)
                     ]
-        elif parts and parts[0] != ".." and not parts[0].endswith(".dist-info"):
-            if _shippable(parts):
-                out.append((Path(str(f)).as_posix(), Path(dist.locate_file(f))))
+        elif (
+            parts and parts[0] != ".." and not parts[0].endswith(".dist-info") and _shippable(parts)
+        ):
+            out.append((Path(str(f)).as_posix(), Path(dist.locate_file(f))))
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,6 @@ def _record(job: Job, p: Plan, name: str, request: dict[str, Any]) -> Any:
         id=name,
         name=name,
         dump_folder=str(job.dump_folder.resolve()),
-        submitted=datetime.now(UTC).isoformat(timespec="seconds"),
         logs=[],
         extra={
             "region": p.region,

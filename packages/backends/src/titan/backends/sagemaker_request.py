@@ -151,13 +151,12 @@ def _check_data_reaches_the_job(job: Any, input_uri: str) -> None:
     places += [("data.sources", s) for s in job.config.data.sources]
     places += [("model.tokenizer_path", job.config.model.tokenizer_path)]
     for key, value in places:
-        if value and "://" not in value and not value.startswith("sm-channel:"):
-            if Path(value).expanduser().exists():
-                raise ConfigError(
-                    f"{key} '{value}' is on this machine and the SageMaker job cannot read it; "
-                    "upload it to S3 and pass --sagemaker.input=s3://bucket/prefix/ "
-                    "(or an s3:// URL)"
-                )
+        local = value and "://" not in value and not value.startswith("sm-channel:")
+        if local and Path(value).expanduser().exists():
+            raise ConfigError(
+                f"{key} '{value}' is on this machine and the SageMaker job cannot read it; "
+                "upload it to S3 and pass --sagemaker.input=s3://bucket/prefix/ (or an s3:// URL)"
+            )
 
 
 def plan(job: Any, image_lookup: bool = True) -> Plan:
@@ -430,8 +429,6 @@ def build_request(job: Any, p: Plan, code_dir: Path, offline: bool) -> tuple[dic
     capture_requests(boto, request, offline, p.bucket)
     with sdk_quiet(offline):
         trainer = model_trainer(job, p, sdk_session(boto, p.bucket), code_dir)
-        try:
+        with contextlib.suppress(_Stop):
             trainer.train(input_data_config=input_channels(job) or None, wait=False, logs=False)
-        except _Stop:
-            pass
     return request, trainer
