@@ -115,3 +115,64 @@ def assert_no_secret(where: str, data: bytes | str) -> None:
 def describe_json(moto_url: str, name: str) -> str:
     desc = client("sagemaker", moto_url).describe_training_job(TrainingJobName=name)
     return json.dumps(desc, default=str)
+
+
+# --- a small exact-training setup (as tests/distributed uses) ----------------------
+
+SEQ_LEN = 32
+EXACT_ARGS = [
+    "--model.flavor=debug",
+    f"--training.seq_len={SEQ_LEN}",
+    "--training.local_batch_size=1",
+    "--training.global_batch_size=2",
+    "--training.mixed_precision_param=float32",
+    "--training.max_norm=0",
+    "--lr_scheduler.warmup_steps=2",
+    "--lr_scheduler.decay_type=none",
+    "--metrics.log_freq=1",
+]
+
+
+def write_corpus(path: Path, n_docs: int = 120) -> Path:
+    """A JSON-lines corpus of short documents (deterministic)."""
+    import random
+
+    words = [
+        "the",
+        "and",
+        "to",
+        "of",
+        "you",
+        "my",
+        "that",
+        "in",
+        "is",
+        "not",
+        "with",
+        "me",
+        "it",
+        "for",
+        "be",
+        "his",
+        "your",
+        "this",
+        "but",
+        "he",
+    ]
+    rng = random.Random(1234)
+    lines = [
+        json.dumps({"text": " ".join(rng.choice(words) for _ in range(SEQ_LEN + 8))})
+        for _ in range(n_docs)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_losses(metrics: Path) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for line in metrics.read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out

@@ -16,7 +16,7 @@ sagemaker`` says in one line what to install.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from titan.core import hookimpl
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from titan.core.jobs import JobRecord
     from titan.core.launch import Job
     from titan.core.registry import BackendRegistry
+    from titan.core.trainer import Trainer
 
 AUTOLOAD = True
 
@@ -83,6 +84,8 @@ class SageMakerSection:
     """KEY=VALUE tags on the training job."""
     environment: list[str] = field(default_factory=list)
     """KEY=VALUE variables for the container (never secrets: use the job's IAM role)."""
+    model_dtype: str = "bfloat16"
+    """dtype of the Hugging Face model written to /opt/ml/model (auto keeps the checkpoint's)."""
     efa: bool = True
     """Set the EFA/NCCL variables multi-node p4d/p5 jobs need (docs/sagemaker.md lists them)."""
 
@@ -146,6 +149,31 @@ def titan_add_commands(app: typer.Typer) -> None:
     app.add_typer(sagemaker_app, name="sagemaker")
 
 
-def section(job: Job) -> Any:
-    """The job's ``[sagemaker]`` section."""
-    return job.config.sagemaker
+# --- in the training job's container only (see titan.backends.sagemaker_container) ---
+
+
+def _in_container() -> bool:
+    import os
+
+    return os.environ.get("TITAN_SAGEMAKER_CONTAINER") == "1"
+
+
+@hookimpl
+def titan_step_start(trainer: Trainer, step: int) -> None:
+    """The checkpoint saved at the end of the previous step is complete: publish this host's."""
+    if _in_container() and step > 1 and trainer.checkpointer.should_save(step - 1, False):
+        from titan.backends.sagemaker_container import publish_host_checkpoint
+
+        publish_host_checkpoint(trainer, step - 1)
+
+
+@hookimpl
+def titan_train_end(trainer: Trainer) -> None:
+    """Publish this host's last checkpoint; write the final model to /opt/ml/model."""
+    if not _in_container():
+        return
+    from titan.backends.sagemaker_container import export_final_model, publish_host_checkpoint
+
+    if trainer.checkpointer.enabled:
+        publish_host_checkpoint(trainer, trainer.train_state.step)
+    export_final_model(trainer)

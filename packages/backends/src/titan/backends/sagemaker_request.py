@@ -200,9 +200,19 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
         raise ConfigError(
             "sagemaker.max_wait_s applies to spot jobs only; pass --sagemaker.spot=true or drop it"
         )
+    if sec.instance_count > 1 and job.config.checkpoint.async_mode != "disabled":
+        raise ConfigError(
+            "checkpoint.async_mode=async is not supported on SageMaker jobs of several instances "
+            "(each host publishes its own part of a checkpoint after the save); pass "
+            "--checkpoint.async_mode=disabled"
+        )
     if sec.install_titan not in ("auto", "always", "never"):
         raise ConfigError(
             f"sagemaker.install_titan is '{sec.install_titan}'; use auto, always or never"
+        )
+    if sec.model_dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise ConfigError(
+            f"sagemaker.model_dtype is '{sec.model_dtype}'; use bfloat16, float16, float32 or auto"
         )
     env = _pairs(sec.environment, "environment")
     for key in env:
