@@ -12,7 +12,9 @@ be where SageMaker collects them.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,9 +35,11 @@ from sm_helpers import (  # noqa: E402
     write_corpus,
 )
 
-STEPS = 6
+STEPS = 24
+INTERVAL = 4
+CHECKPOINTS = [f"step-{s}" for s in range(INTERVAL, STEPS + 1, INTERVAL)]
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/titan:test"  # "titan already inside"
-COMMON = [*EXACT_ARGS, f"--training.steps={STEPS}", "--checkpoint.interval=3"]
+COMMON = [*EXACT_ARGS, f"--training.steps={STEPS}", f"--checkpoint.interval={INTERVAL}"]
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,9 @@ def test_sdk_drivers_train_titan_like_a_local_two_process_run(
     # Every host publishes its own shards (SageMaker merges the hosts' folders in S3).
     shards = set()
     for host in ran:
-        assert sorted(p.name for p in (host.tree / "checkpoints").iterdir()) == ["step-3", "step-6"]
-        shards |= {p.name for p in (host.tree / "checkpoints" / "step-6").iterdir()}
+        names = {p.name for p in (host.tree / "checkpoints").iterdir()}
+        assert names == set(CHECKPOINTS)
+        shards |= {p.name for p in (host.tree / "checkpoints" / CHECKPOINTS[-1]).iterdir()}
     assert {".metadata", "__0_0.distcp", "__1_0.distcp"} <= shards
     assert list((algo1 / "output" / "tensorboard").glob("events.out.tfevents.*"))
     # The final model, as Hugging Face loads it, where SageMaker packs model.tar.gz.
@@ -118,3 +123,41 @@ def test_sdk_drivers_train_titan_like_a_local_two_process_run(
     for path in [*algo1.rglob("*"), *(h.log for h in ran)]:
         if path.is_file() and "input" not in path.parts:
             assert_no_secret(str(path), path.read_bytes())
+
+
+def test_spot_interruption_resumes_from_the_restored_checkpoint_and_ends_as_uninterrupted(
+    setup, moto_url, tmp_path
+):
+    desc = create_job(moto_url, setup["home"], 2, 1, "--sagemaker.spot=true")
+    assert desc["EnableManagedSpotTraining"] is True
+    hosts = fake.build_trees(desc, moto_url, tmp_path / "attempt-1")
+    fake.start(hosts, desc)
+    # Capacity is reclaimed mid-way: every process on every host dies at once.
+    published = [h.tree / "checkpoints" / f"step-{2 * INTERVAL}" for h in hosts]
+    deadline = time.monotonic() + 400
+    while not all(p.is_dir() for p in published):
+        assert all(h.proc.poll() is None for h in hosts), hosts[0].output()[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    fake.kill(hosts)
+    assert not (hosts[0].tree / "checkpoints" / CHECKPOINTS[-1]).exists(), "not interrupted"
+    assert not any((hosts[0].tree / "model").iterdir())
+    # SageMaker syncs every host's /opt/ml/checkpoints to one S3 prefix and restores it
+    # into every host of the restarted job.
+    s3_copy = tmp_path / "checkpoint-s3-prefix"
+    for host in hosts:
+        shutil.copytree(host.tree / "checkpoints", s3_copy, dirs_exist_ok=True)
+    ran = fake.run_job(desc, moto_url, tmp_path / "attempt-2", restore_checkpoints=s3_copy)
+    log = ran[0].output()
+    assert "resumed from checkpoint" in log
+    first = read_losses(hosts[0].tree / "output" / "data" / "metrics.jsonl")
+    second = read_losses(ran[0].tree / "output" / "data" / "metrics.jsonl")
+    resumed_at = min(second) - 1
+    assert resumed_at >= 2 * INTERVAL and resumed_at % INTERVAL == 0
+    assert max(second) == STEPS
+    reference = setup["reference"]
+    assert second == {s: reference[s] for s in range(resumed_at + 1, STEPS + 1)}
+    assert {s: first[s] for s in range(1, resumed_at + 1)} == {
+        s: reference[s] for s in range(1, resumed_at + 1)
+    }
+    assert (ran[0].tree / "model" / "config.json").is_file()
