@@ -51,6 +51,31 @@ def launch(moto_url: str, home: Path, *extra: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+@pytest.fixture(scope="module")
+def launched(moto_url: str, home: Path) -> str:
+    """One job created by `titan run --backend sagemaker` (its record is in TITAN_HOME)."""
+    return launch(moto_url, home)
+
+
+_count = iter(range(1, 1000))
+
+
+def new_job(moto_url: str, home: Path, launched: str) -> str:
+    """Another job like ``launched``: its saved request sent again under a new name, its record."""
+    import json
+
+    from titan.core.jobs import JobStore
+
+    store = JobStore(Path(aws_env(moto_url, home)["TITAN_HOME"]) / "jobs")
+    first = store.find(launched)
+    request = json.loads((Path(first.dump_folder) / "sagemaker_request.json").read_text())
+    name = f"{launched[:40]}-{next(_count)}"
+    request["TrainingJobName"] = name
+    client("sagemaker", moto_url).create_training_job(**request)
+    store.add(type(first)(**{**first.__dict__, "id": name, "name": name}))
+    return name
+
+
 def moto_job(name: str):
     """The job as moto's in-process backend holds it (the server runs in this process)."""
     from moto.sagemaker.models import sagemaker_backends
@@ -71,8 +96,8 @@ def put_logs(moto_url: str, name: str, host: str, lines: list[tuple[int, str]]) 
     )
 
 
-def test_jobs_lists_the_job_with_its_state(moto_url, home):
-    name = launch(moto_url, home)
+def test_jobs_lists_the_job_with_its_state(moto_url, home, launched):
+    name = launched
     proc = titan("jobs", env=aws_env(moto_url, home))
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if name in line)
@@ -84,8 +109,8 @@ def test_jobs_lists_the_job_with_its_state(moto_url, home):
     )
 
 
-def test_logs_print_every_host_in_time_order(moto_url, home):
-    name = launch(moto_url, home)
+def test_logs_print_every_host_in_time_order(moto_url, home, launched):
+    name = new_job(moto_url, home, launched)
     t0 = int(time.time() * 1000) - 60_000  # CloudWatch drops events older than 14 days
     put_logs(moto_url, name, "algo-1", [(t0, "step 1 loss 10.9"), (t0 + 20, "step 2 loss 9.8")])
     put_logs(moto_url, name, "algo-2", [(t0 + 10, "rank 1 ready")])
@@ -121,8 +146,8 @@ def _read_until(proc: subprocess.Popen, needle: str, seen: list[str], timeout: f
             raise AssertionError(f"follower ended early: {seen} {proc.stderr.read()}")
 
 
-def test_logs_follow_a_running_job_to_its_end(moto_url, home):
-    name = launch(moto_url, home)
+def test_logs_follow_a_running_job_to_its_end(moto_url, home, launched):
+    name = new_job(moto_url, home, launched)
     job = moto_job(name)
     job.training_job_status, job.secondary_status = "InProgress", "Training"
     t0 = int(time.time() * 1000) - 30_000
@@ -145,8 +170,8 @@ def test_logs_follow_a_running_job_to_its_end(moto_url, home):
     assert "RUNNING" in err and "COMPLETED" in err
 
 
-def test_logs_follow_returns_non_zero_when_the_job_fails(moto_url, home):
-    name = launch(moto_url, home)
+def test_logs_follow_returns_non_zero_when_the_job_fails(moto_url, home, launched):
+    name = new_job(moto_url, home, launched)
     job = moto_job(name)
     job.training_job_status, job.secondary_status = "InProgress", "Training"
     proc = _follow(moto_url, home, name)
@@ -169,12 +194,12 @@ def test_run_wait_follows_the_job_and_returns_its_result(moto_url, home):
     assert "COMPLETED" in proc.stderr
 
 
-def test_cancel_stops_a_running_job(moto_url, home, monkeypatch):
+def test_cancel_stops_a_running_job(moto_url, home, launched, monkeypatch):
     from titan.backends.sagemaker_jobs import client as titan_client
     from titan.backends.sagemaker_jobs import stop_job
     from titan.core.jobs import JobStore
 
-    name = launch(moto_url, home)
+    name = new_job(moto_url, home, launched)
     job = moto_job(name)
     job.training_job_status, job.secondary_status = "InProgress", "Training"
     env = aws_env(moto_url, home)
