@@ -39,7 +39,16 @@ STEPS = 24
 INTERVAL = 4
 CHECKPOINTS = [f"step-{s}" for s in range(INTERVAL, STEPS + 1, INTERVAL)]
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/titan:test"  # "titan already inside"
-COMMON = [*EXACT_ARGS, f"--training.steps={STEPS}", f"--checkpoint.interval={INTERVAL}"]
+TOKENIZER = (  # a local tokenizer file: it travels in the code channel
+    Path(__file__).resolve().parents[3]
+    / "packages/core/src/titan/core/assets/tokenizers/tinyshakespeare_bpe.json"
+)
+COMMON = [
+    *EXACT_ARGS,
+    f"--training.steps={STEPS}",
+    f"--checkpoint.interval={INTERVAL}",
+    f"--model.tokenizer_path={TOKENIZER}",
+]
 
 
 @pytest.fixture(scope="module")

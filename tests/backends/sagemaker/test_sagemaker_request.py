@@ -43,7 +43,12 @@ HEADLINE = [
     "--sagemaker.input",
     f"s3://{DATA_BUCKET}/c4/en/",
 ]
+TOKENIZER = (
+    Path(__file__).resolve().parents[3]
+    / "packages/core/src/titan/core/assets/tokenizers/tinyshakespeare_bpe.json"
+)
 EXTRA = [
+    f"--model.tokenizer_path={TOKENIZER}",
     "--sagemaker.spot=true",
     "--sagemaker.max_runtime_s=7200",
     '--sagemaker.subnets=["subnet-0a1b2c"]',
@@ -130,6 +135,10 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
     assert config["metrics"]["save_tb_folder"] == "/opt/ml/output/tensorboard"
     assert config["training"]["dataset_path"] == "sm-channel:train"
     assert config["job"]["dump_folder"] == "/opt/ml/output/data"
+    # The local tokenizer travels in the code channel; the container's config points at it.
+    name = TOKENIZER.name
+    assert config["model"]["tokenizer_path"] == f"/opt/ml/input/data/code/tokenizer/{name}"
+    assert code[f"tokenizer/{name}"] == TOKENIZER.read_bytes()
     assert "titan.backends.sagemaker_container" in code["titan_sagemaker_entry.py"].decode()
     wheels = sorted(k for k in code if k.startswith("wheels/"))
     names = {w.split("/")[1].split("-")[0] for w in wheels}

@@ -6,6 +6,8 @@ what the ranks read. The code channel (``/opt/ml/input/data/code``) holds:
 
 * ``job_config.toml``: the effective config with the container's paths
   (data channel, ``/opt/ml/checkpoints``, ``/opt/ml/output/tensorboard``);
+* the tokenizer file or folder of ``model.tokenizer_path``, when it is on this
+  machine (``tokenizer/``); the container's config points at it;
 * ``titan_sagemaker_entry.py``: the script the SDK's torchrun driver starts on
   every rank;
 * ``wheels/`` and ``requirements.txt`` (when titan is installed at start):
@@ -23,12 +25,14 @@ import hashlib
 import importlib.metadata as md
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
 from titan.core.launch import CONFIG_FILE_NAME, Job
 
 ENTRY_SCRIPT = "titan_sagemaker_entry.py"
+TOKENIZER_DIR = "tokenizer"
 REQUIREMENTS = "requirements.txt"
 WHEELS = "wheels"
 
@@ -38,6 +42,7 @@ SM_CHECKPOINTS = f"{SM_ROOT}/checkpoints"
 SM_TENSORBOARD = f"{SM_ROOT}/output/tensorboard"
 SM_OUTPUT_DATA = f"{SM_ROOT}/output/data"
 SM_MODEL = f"{SM_ROOT}/model"
+SM_CODE = f"{SM_ROOT}/input/data/code"
 
 ENTRY_SOURCE = '''"""Written by titan: every rank of the SageMaker training job starts here (torchrun)."""
 
@@ -66,7 +71,19 @@ def container_job(job: Job, input_channel: str | None, tensorboard: bool) -> Job
         config.metrics.save_tb_folder = SM_TENSORBOARD
     if input_channel:
         config.training.dataset_path = f"sm-channel:{input_channel}"
+    tokenizer = local_tokenizer(job)
+    if tokenizer is not None:
+        config.model.tokenizer_path = f"{SM_CODE}/{TOKENIZER_DIR}/{tokenizer.name}"
     return dataclasses.replace(job, config=config)
+
+
+def local_tokenizer(job: Job) -> Path | None:
+    """``model.tokenizer_path`` if it is a file or folder on this machine (it travels along)."""
+    path = job.config.model.tokenizer_path
+    if not path or "://" in path:
+        return None
+    p = Path(path).expanduser()
+    return p if p.exists() else None
 
 
 def write_code_dir(
@@ -78,6 +95,14 @@ def write_code_dir(
         container_job(job, input_channel, tensorboard).effective_toml()
     )
     (code_dir / ENTRY_SCRIPT).write_text(ENTRY_SOURCE)
+    tokenizer = local_tokenizer(job)
+    if tokenizer is not None:
+        dest = code_dir / TOKENIZER_DIR / tokenizer.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if tokenizer.is_dir():
+            shutil.copytree(tokenizer, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(tokenizer, dest)
     if not install:
         return []
     wheels = [

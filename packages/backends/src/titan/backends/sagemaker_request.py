@@ -149,7 +149,6 @@ def _check_data_reaches_the_job(job: Any, input_uri: str) -> None:
     t = job.config.training
     places = [] if input_uri else [("training.dataset_path", t.dataset_path)]
     places += [("data.sources", s) for s in job.config.data.sources]
-    places += [("model.tokenizer_path", job.config.model.tokenizer_path)]
     for key, value in places:
         local = value and "://" not in value and not value.startswith("sm-channel:")
         if local and Path(value).expanduser().exists():
