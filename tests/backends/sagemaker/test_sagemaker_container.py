@@ -75,7 +75,13 @@ def setup(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"home": home, "reference": read_losses(ref / "metrics.jsonl")}
 
 
-def create_job(moto_url: str, home: Path, hosts: int, procs: int, *extra: str) -> dict:
+_JOBS: dict[tuple[int, int], dict] = {}
+
+
+def create_job(moto_url: str, home: Path, hosts: int, procs: int) -> dict:
+    """The job `titan run --backend sagemaker` creates in moto (once per layout; spot on)."""
+    if (hosts, procs) in _JOBS:
+        return _JOBS[(hosts, procs)]
     proc = titan(
         "run",
         "--backend",
@@ -88,12 +94,14 @@ def create_job(moto_url: str, home: Path, hosts: int, procs: int, *extra: str) -
         f"--sagemaker.image_uri={IMAGE}",
         f"--sagemaker.input=s3://{DATA_BUCKET}/corpus/",
         f"--job.dump_folder={home / f'launch-{hosts}x{procs}'}",
-        *extra,
+        "--sagemaker.spot=true",
         env=aws_env(moto_url, home),
     )
     assert proc.returncode == 0, proc.stderr
     name = proc.stdout.strip().splitlines()[-1]
-    return client("sagemaker", moto_url).describe_training_job(TrainingJobName=name)
+    desc = client("sagemaker", moto_url).describe_training_job(TrainingJobName=name)
+    _JOBS[(hosts, procs)] = desc
+    return desc
 
 
 @pytest.mark.parametrize(("hosts", "procs"), [(1, 2), (2, 1)], ids=["1host-x2", "2hosts-x1"])
@@ -137,7 +145,7 @@ def test_sdk_drivers_train_titan_like_a_local_two_process_run(
 def test_spot_interruption_resumes_from_the_restored_checkpoint_and_ends_as_uninterrupted(
     setup, moto_url, tmp_path
 ):
-    desc = create_job(moto_url, setup["home"], 2, 1, "--sagemaker.spot=true")
+    desc = create_job(moto_url, setup["home"], 2, 1)
     assert desc["EnableManagedSpotTraining"] is True
     hosts = fake.build_trees(desc, moto_url, tmp_path / "attempt-1")
     fake.start(hosts, desc)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 AUTOLOAD = True
 
-INSTALL_HINT = "pip install 'titan-backends[sagemaker]' (or `uv sync --extra sagemaker`)"
+INSTALL_HINT = "pip install 'titan-backends[sagemaker]' (a clone's `uv sync` installs it)"
 
 
 @dataclass
