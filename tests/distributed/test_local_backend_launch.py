@@ -13,7 +13,7 @@ from pathlib import Path
 from titan.backends.local import LocalBackend
 from titan.core.launch import prepare_job
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+TORCHRUN = [sys.executable, "-m", "titan.backends.torchrun_agent"]
 
 
 def _titan(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

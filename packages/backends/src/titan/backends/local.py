@@ -8,10 +8,14 @@ ranks per machine, each running ``python -m titan.core.train
 run the same command on each with ``--nnodes N`` and
 ``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md).
 
-Ctrl-C (SIGINT) or SIGTERM to ``titan`` is passed to torchrun, which passes
-it to every rank and kills those that do not stop within its grace period;
-torchrun runs in its own session so that it receives the signal exactly
-once, and it is told to die with ``titan`` if ``titan`` is killed outright.
+torchrun runs through :mod:`titan.backends.torchrun_agent` (torchrun's own
+agent with titan's exit codes). Ctrl-C (SIGINT) to ``titan`` is passed to it,
+which stops every rank (exit 130). SIGTERM, SIGUSR1 and SIGUSR2 are passed
+on to the ranks, which stop at a step boundary after a checkpoint (exit 75,
+see docs/reliability.md). torchrun runs in its own session so that it
+receives each signal exactly once, and it is told to die with ``titan`` if
+``titan`` is killed outright. One process runs in ``titan`` itself, with the
+same stop handling.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ class LocalBackend:
         cmd = [
             sys.executable,
             "-m",
-            "torch.distributed.run",
+            "titan.backends.torchrun_agent",
             f"--nproc-per-node={nproc}",
             f"--nnodes={launch.nnodes}",
         ]
@@ -146,7 +150,7 @@ class LocalBackend:
             _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
-        job.write_config()
+        cmd = self.command(job, nproc, job.write_config())  # .next.toml while unvalidated
         return run_torchrun(cmd, rank_env(nproc, gpu_count()))
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
@@ -154,15 +158,24 @@ class LocalBackend:
             _dry_run_note(job, "one process, inside titan itself; the same run as a command")
             print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)
             return 0
-        job.write_config()
+        job.config_file = job.write_config()
+        from titan.core.faults import StopRequested
         from titan.core.train import run_training
 
-        run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
+        try:
+            run_training(job)  # Ctrl-C: KeyboardInterrupt, reported by the CLI (exit 130)
+        except StopRequested as stop:  # SIGTERM/SIGUSR1/SIGUSR2: stopped after a checkpoint
+            _console.print(stop.message)
+            return stop.exit_code
         return 0
 
 
 def run_torchrun(cmd: list[str], env: dict[str, str]) -> int:
-    """Run torchrun until it exits; pass SIGINT/SIGTERM on to it. Returns its exit code."""
+    """Run torchrun until it exits; pass SIGINT and the stop signals on. Returns its exit code.
+
+    After Ctrl-C the code is 130; after a stop signal it is what the ranks
+    made of it (75 when they stopped after a checkpoint).
+    """
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -170,24 +183,27 @@ def run_torchrun(cmd: list[str], env: dict[str, str]) -> int:
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     last_forwarded = 0.0
+    interrupted = False
 
     def forward(signum: int, _frame: Any) -> None:
         # One Ctrl-C often arrives twice (from the terminal and again from a wrapper
         # such as `uv run`); a second signal would cut torchrun's orderly shutdown
         # short, so repeats within a second are dropped. A later Ctrl-C is passed on.
-        nonlocal last_forwarded
+        nonlocal last_forwarded, interrupted
+        interrupted = interrupted or signum == signal.SIGINT
         now = time.monotonic()
         if proc.poll() is None and now - last_forwarded > 1.0:
             proc.send_signal(signum)
         last_forwarded = last_forwarded if now - last_forwarded <= 1.0 else now
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    previous = {s: signal.signal(s, forward) for s in handled}
     try:
         code = proc.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if last_forwarded:
+    if interrupted:
         _console.print("interrupted: all ranks stopped")
         return INTERRUPTED
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention

@@ -1,9 +1,18 @@
 """Checkpoints with torch.distributed.checkpoint (DCP): save, find the newest, resume.
 
 Layout: ``<dump_folder>/<checkpoint.folder>/step-<N>/``. A checkpoint is
-written to ``step-<N>.tmp`` and renamed once every rank has finished, so a
-folder named ``step-<N>`` is always complete; a crash mid-save leaves only a
-``.tmp`` folder, which resume ignores (and the next run deletes).
+written to ``step-<N>.tmp`` and renamed as soon as it is complete, so a
+folder named ``step-<N>`` is always complete. Complete means DCP's index,
+``.metadata``, exists: DCP's coordinator writes it (to a temporary name,
+then renamed) only after every rank's data is written. A crash between that
+moment and the rename leaves a complete ``.tmp`` folder, which the next run
+publishes; a ``.tmp`` folder without ``.metadata`` is half-written, and the
+next run deletes it. An asynchronous save is published by a background
+thread on rank 0 the moment it completes, not at the next save.
+
+A save that fails (disk full, folder gone) removes its half-written folder,
+keeps every earlier checkpoint, and raises :class:`CheckpointSaveError`
+(one line, non-zero exit).
 
 DCP stores each rank's shards plus a global index, so a checkpoint written
 by N ranks loads into M ranks: model and optimizer tensors are resharded on
@@ -29,6 +38,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -62,6 +72,12 @@ REQUIRED_STATES = frozenset({"model", "optimizer", "lr_scheduler", "train_state"
 
 class CheckpointError(TitanError):
     """A checkpoint cannot be read or does not fit this job."""
+
+
+class CheckpointSaveError(TitanError):
+    """A checkpoint could not be written (disk full, folder removed, no permission)."""
+
+    exit_code = 1
 
 
 # --- what is saved -------------------------------------------------------------
@@ -244,6 +260,28 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _save_cause(exc: BaseException) -> str:
+    """The OS error under DCP's per-rank wrapping (``No space left on device``...)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e in seen:
+            continue
+        seen.append(e)
+        if isinstance(e, OSError):
+            return f"{e.strerror or e} ({type(e).__name__})" + (
+                f" writing {e.filename}" if e.filename else ""
+            )
+        if isinstance(e, CheckpointException):
+            for failure in e.failures.values():
+                todo.append(failure[0] if isinstance(failure, tuple) else failure)
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+    return _first_line(exc)
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename durable: the new directory entry reaches the disk."""
     try:
@@ -263,9 +301,10 @@ class CheckpointManager:
 
     With ``async_mode="async"`` a save copies the state to CPU memory and
     writes it in a background thread (on its own gloo process group, so its
-    collectives cannot interleave with training's). The folder is renamed to
-    ``step-<N>`` when the write has finished on every rank: at the next save
-    or at :meth:`close`.
+    collectives cannot interleave with training's). Rank 0 renames the folder
+    to ``step-<N>`` the moment the write has finished on every rank (DCP's
+    ``.metadata`` is written last, by rank 0, after all ranks' data); the next
+    save or :meth:`close` waits for it and reports a failure.
     """
 
     def __init__(
@@ -288,10 +327,12 @@ class CheckpointManager:
         self.async_mode = async_mode
         self.loaded_from: Path | None = None
         self.skipped_states: list[str] = []
-        self._pending: tuple[int, Future] | None = None
-        self._async_group: Any = None
-        if enabled and async_mode == "async" and _distributed():
-            self._async_group = dist.new_group(backend="gloo")
+        self._pending: tuple[int, Future, threading.Thread | None] | None = None
+        self._publish_error: BaseException | None = None
+        self._published_step: int | None = None
+        self._cpu_group: Any = None  # async saves' collectives, and agreeing on failures
+        if enabled and _distributed():
+            self._cpu_group = dist.new_group(backend="gloo")
 
     # -- load ---------------------------------------------------------------
 
@@ -360,10 +401,17 @@ class CheckpointManager:
         return to_load
 
     def _remove_unfinished(self) -> None:
-        """Delete ``step-<N>.tmp`` folders left by a save that was interrupted."""
+        """Publish complete ``step-<N>.tmp`` folders (crash before the rename); delete the rest."""
         if _is_main() and self.folder.is_dir():
             for p in self.folder.iterdir():
-                if _TMP_DIR.match(p.name):
+                m = _TMP_DIR.match(p.name)
+                if not m:
+                    continue
+                final = self.folder / f"step-{m.group(1)}"
+                if (p / ".metadata").is_file() and not final.exists():
+                    p.rename(final)
+                    _fsync_dir(self.folder)
+                else:
                     shutil.rmtree(p, ignore_errors=True)
         _barrier()
 
@@ -376,33 +424,84 @@ class CheckpointManager:
         """Write checkpoint ``step``; async unless it is the ``last`` one of the run."""
         self.wait()
         final, tmp = self._paths(step)
+        error: BaseException | None = None
         if _is_main():
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True, exist_ok=True)
-        _barrier()
-        if self.async_mode == "async" and not last:
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                error = exc
+        self._all_ok(step, error)
+        try:
+            if self.async_mode == "async" and not last:
+                with quiet_single_process():
+                    future = dcp.async_save(
+                        self.states,
+                        checkpoint_id=str(tmp),
+                        process_group=self._cpu_group,
+                        no_dist=not _distributed(),
+                    )
+                publisher = None
+                if _is_main():
+                    publisher = threading.Thread(
+                        target=self._publish_when_done,
+                        args=(step, future),
+                        name=f"titan-publish-step-{step}",
+                        daemon=True,
+                    )
+                    publisher.start()
+                self._pending = (step, future, publisher)
+                return final
             with quiet_single_process():
-                future = dcp.async_save(
-                    self.states,
-                    checkpoint_id=str(tmp),
-                    process_group=self._async_group,
-                    no_dist=not _distributed(),
-                )
-            self._pending = (step, future)
-            return final
-        with quiet_single_process():
-            dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
-        self._publish(step)
+                dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
+        except Exception as exc:
+            self._failed(step, exc)
+        _barrier()
+        if _is_main():
+            try:
+                self._rename(step)
+            except OSError as exc:
+                error = exc
+        self._all_ok(step, error)
+        self._published_step = step
         return final
 
+    def _all_ok(self, step: int, error: BaseException | None) -> None:
+        """Every rank learns whether any rank failed (so none waits for a rank that left)."""
+        failed = error is not None
+        if _distributed():
+            flag = torch.tensor([int(failed)], dtype=torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group)
+            failed = bool(flag.item())
+        if failed:
+            self._failed(step, error or RuntimeError("rank 0 could not write the checkpoint"))
+
+    def _publish_when_done(self, step: int, future: Future) -> None:
+        """Rank 0, background: rename the folder the moment the async save completes."""
+        try:
+            future.result()
+            self._rename(step)
+        except BaseException as exc:  # reported by wait(), in the training thread
+            self._publish_error = exc
+
     def wait(self) -> None:
-        """Finish a pending async save: wait for every rank's write, then publish it."""
+        """Finish a pending async save (it may already be published); raise if it failed."""
         if self._pending is None:
             return
-        step, future = self._pending
+        step, future, publisher = self._pending
         self._pending = None
-        future.result()
-        self._publish(step)
+        error: BaseException | None = None
+        try:
+            future.result()
+        except Exception as exc:
+            error = exc
+        if publisher is not None:
+            publisher.join()
+            if self._publish_error is not None and error is None:
+                error = self._publish_error
+            self._publish_error = None
+        self._all_ok(step, error)
+        self._published_step = step
 
     def close(self) -> None:
         self.wait()
@@ -410,16 +509,30 @@ class CheckpointManager:
     def _paths(self, step: int) -> tuple[Path, Path]:
         return self.folder / f"step-{step}", self.folder / f"step-{step}.tmp"
 
-    def _publish(self, step: int) -> None:
-        """Rename ``.tmp`` to its final name once all ranks wrote their part (atomic on POSIX)."""
+    def _rename(self, step: int) -> None:
+        """``step-<N>.tmp`` -> ``step-<N>`` (atomic on POSIX), made durable; prune old ones."""
         final, tmp = self._paths(step)
-        _barrier()
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fsync_dir(self.folder)
+        self._prune()
+
+    def _failed(self, step: int, exc: BaseException) -> None:
+        """A save failed: drop its half-written folder, keep the others, raise one clear line."""
+        _, tmp = self._paths(step)
         if _is_main():
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            _fsync_dir(self.folder)
-            self._prune()
-        _barrier()
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = complete_checkpoints(self.folder)
+        previous = (
+            f"the newest complete checkpoint, {kept[-1][1]}, is intact"
+            if kept
+            else ("there is no earlier checkpoint")
+        )
+        raise CheckpointSaveError(
+            f"could not write checkpoint step-{step} in '{self.folder}': {_save_cause(exc)}; "
+            f"{previous}; free space or fix the folder, then run the same command again to "
+            "resume from it"
+        ) from exc
 
     def _prune(self) -> None:
         if self.keep_latest_k <= 0:

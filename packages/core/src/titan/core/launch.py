@@ -22,6 +22,7 @@ from titan.core.plugins import PluginHost, load_plugins
 from titan.core.registry import BackendRegistry, ModelRegistry
 
 CONFIG_FILE_NAME = "job_config.toml"
+NEXT_CONFIG_FILE_NAME = "job_config.next.toml"
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Job:
     plugins: PluginHost
     models: ModelRegistry
     backends: BackendRegistry
+    config_file: Path | None = None
+    """The TOML file this job was read from (a rank's ``job_config[.next].toml``)."""
 
     @property
     def dump_folder(self) -> Path:
@@ -62,16 +65,44 @@ class Job:
         return self.config.to_toml(self.active_sections())
 
     def write_config(self) -> Path:
-        """Write the effective config where every rank (and a resume) can read it."""
+        """Write the effective config where every rank (and a resume) can read it; its path.
+
+        An existing ``job_config.toml`` with other content is not replaced yet:
+        the new config goes to ``job_config.next.toml``, which rank 0 copies over
+        ``job_config.toml`` once the model is built (:func:`promote_config`). A
+        run that fails validation on the ranks thus leaves the folder's config,
+        which ``titan convert`` reads, as it was.
+        """
+        from titan.core.secrets import redact
+
         self.dump_folder.mkdir(parents=True, exist_ok=True)
+        text = redact(self.effective_toml())
         path = self.dump_folder / CONFIG_FILE_NAME
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(self.effective_toml())
-        tmp.replace(path)
+        if path.is_file() and path.read_text() != text:
+            path = self.dump_folder / NEXT_CONFIG_FILE_NAME
+        _write_atomically(path, text)
         return path
 
     def train_command(self, config_path: Path) -> list[str]:
         return [sys.executable, "-m", "titan.core.train", str(config_path)]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def promote_config(job: Job) -> None:
+    """After the model is built (the config is valid): ``job_config.next.toml`` -> ``job_config.toml``.
+
+    Copied, not moved: a scheduler that restarts the job (Slurm requeue) may
+    start it again with the ``.next`` path.
+    """
+    src = job.config_file
+    if src is None or src.name != NEXT_CONFIG_FILE_NAME or not src.is_file():
+        return
+    _write_atomically(src.with_name(CONFIG_FILE_NAME), src.read_text())
 
 
 def collect_schema(host: PluginHost) -> tuple[dict[str, type], list[ConfigAlias]]:
@@ -115,6 +146,7 @@ def prepare_job(
     host.pm.hook.titan_register_models(registry=models)
     host.pm.hook.titan_register_backends(registry=backends)
     job = Job(config=config, plugins=host, models=models, backends=backends)
+    job.config_file = config_path
     if validate:
         validate_core(job)
         host.hook.titan_validate_config(config=config, active=host.active)
@@ -175,3 +207,7 @@ def validate_core(job: Job) -> None:
     for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
         if getattr(c.parallelism, degree) < 1:
             raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")
+    from titan.core.folders import check_folders, rerun_notes
+
+    check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
+    c.notes.extend(rerun_notes(c))

@@ -3,6 +3,12 @@
 Backends (torchrun, Slurm, SageMaker) start this on every rank with the
 effective config the CLI wrote; the local backend calls :func:`run_training`
 in-process for single-process runs.
+
+Exit codes: 0 finished; 75 (:data:`~titan.core.errors.EXIT_STOPPED_RESUMABLE`)
+stopped on SIGTERM/SIGUSR1/SIGUSR2 after a complete checkpoint; 2 a user
+error (config, files); 1 anything else; 130 Ctrl-C. A failing rank prints its
+error once, as ``rank R: error: ...``, and records it for the launcher (see
+:mod:`titan.core.rank_errors`).
 """
 
 from __future__ import annotations
@@ -13,25 +19,39 @@ from pathlib import Path
 from typing import Any
 
 from titan.core.errors import TitanError
-from titan.core.launch import Job, prepare_job
+from titan.core.launch import Job, prepare_job, promote_config
 
 
 def run_training(job: Job) -> dict[str, Any]:
     """Build the trainer for ``job`` and train, then leave the process group.
 
-    Only a run that finished leaves it (all ranks meet at a barrier first); after
-    an error or Ctrl-C the other ranks may be gone, so the group is left to the
-    process exit rather than to a barrier that could hang.
+    Only a run that finished or stopped on request leaves it (all ranks meet
+    at a barrier first); after an error or Ctrl-C the other ranks may be gone,
+    so the group is left to the process exit rather than to a barrier that
+    could hang. Raises :class:`~titan.core.faults.StopRequested` after a stop
+    checkpoint.
     """
     from titan.core.quiet import quiet_library_noise
 
     quiet_library_noise()
+    from titan.core import faults
     from titan.core.parallel import shutdown_parallel
     from titan.core.trainer import Trainer
 
-    result = Trainer(job).train()
-    shutdown_parallel()
-    return result
+    faults.install_stop_handlers()
+    try:
+        try:
+            trainer = Trainer(job)  # the model is built: the config is valid
+            if trainer.parallel.is_main:
+                promote_config(job)
+            result = trainer.train()
+        except faults.StopRequested:
+            shutdown_parallel()  # every rank agreed to stop here: they all reach the barrier
+            raise
+        shutdown_parallel()
+        return result
+    finally:
+        faults.uninstall_stop_handlers()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,15 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m titan.core.train JOB_CONFIG.toml", file=sys.stderr)
         return 2
+    from titan.core.faults import StopRequested
+    from titan.core.rank_errors import report_error
+
+    rank = int(os.environ.get("RANK", "0"))
     try:
         job = prepare_job(Path(argv[0]))
+        if rank == 0:
+            for note in job.config.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
         run_training(job)
-    except TitanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except StopRequested as exc:
+        if rank == 0:
+            print(exc.message, file=sys.stderr, flush=True)
         return exc.exit_code
+    except TitanError as exc:
+        return report_error(exc, exc.exit_code)
     except KeyboardInterrupt:  # Ctrl-C, passed on by torchrun: stop quietly, no traceback
-        print(f"rank {os.environ.get('RANK', '0')}: interrupted", file=sys.stderr)
+        print(f"rank {rank}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return report_error(exc, 1)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Any
 
 import torch
 
+from titan.core import faults
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
 from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
+from titan.core.nonfinite import NonFiniteGuard
 from titan.core.parallel import ParallelDims, init_parallel
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
@@ -70,6 +73,9 @@ class Trainer:
             c.parallelism.tensor_parallel_degree,
         )
         self.device = self.parallel.device
+        faults.set_collective_timeouts(c.comm.init_timeout_seconds)
+        faults.install_stop_handlers()  # before the (long) build: a signal then stops at step 1
+        self.stop_agreement = faults.StopAgreement(self.parallel.world_size)
         torch.manual_seed(c.training.seed)
         if c.training.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -81,6 +87,7 @@ class Trainer:
         self.model_args = self._model_args()
         self.model = self.build_model()
         self.optimizer = self._build_optimizer()
+        self.nonfinite = NonFiniteGuard(c.training.nonfinite, self.optimizer, self.device)
         self.lr_scheduler = build_lr_scheduler(
             self.optimizer,
             c.lr_scheduler.warmup_steps,
@@ -292,7 +299,8 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         self.hook.titan_before_optimizer_step(trainer=self, step=step)
-        self.optimizer.step()
+        if self.nonfinite.allow_step(step, grad_norm):  # NaN/inf gradients are never applied
+            self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
@@ -306,8 +314,8 @@ class Trainer:
         )
 
     def _tell(self, message: str) -> None:
-        """A one-line notice on stderr, from rank 0 only."""
-        if self.parallel.is_main:
+        """A one-line notice on stderr, from rank 0 only (nothing for an empty one)."""
+        if message and self.parallel.is_main:
             print(message, file=sys.stderr, flush=True)
 
     def _skip_consumed_data(self, data: Any) -> None:
@@ -328,9 +336,24 @@ class Trainer:
         for _ in range(batches):
             next(data)
 
+    def _stop_on_request(self, step: int, signum: int) -> None:
+        """All ranks agreed to stop after ``step``: write a complete checkpoint, then raise.
+
+        The checkpoint is synchronous (an async one of this very step is
+        waited for), so it is published before any rank exits.
+        """
+        agreed = time.monotonic()
+        self.stop_agreement.close()
+        self._tell(self.nonfinite.check(step, "on the stop request"))
+        path = self.checkpointer.save_for_stop(step) if self.checkpointer.enabled else None
+        # From this rank's own signal; a rank that got none counts from the agreement.
+        seconds = faults.seconds_since_signal() or time.monotonic() - agreed
+        raise faults.stopped_message(step, signum, path, seconds)
+
     def train(self) -> dict[str, Any]:
         """Run to ``training.steps``, resuming from a checkpoint if there is one."""
         c = self.config
+        faults.set_collective_timeouts(c.comm.init_timeout_seconds)  # groups made since __init__
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
         if self.checkpointer.loaded_from is not None:
             self._tell(
@@ -360,8 +383,14 @@ class Trainer:
             metrics: dict[str, Any] = {}
             self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
             is_last = step == c.training.steps
+            saving = self.checkpointer.should_save(step, is_last)
             # Also log off-schedule when a plugin reported something (e.g. validation loss).
-            if step == 1 or step % c.metrics.log_freq == 0 or is_last or metrics:
+            logging = step == 1 or step % c.metrics.log_freq == 0 or is_last or bool(metrics)
+            if logging or saving:  # no checkpoint after non-finite gradients (docs/reliability.md)
+                self._tell(self.nonfinite.check(step, "before logging or saving"))
+            if step == 1:
+                faults.set_collective_timeouts(c.comm.train_timeout_seconds)
+            if logging:
                 metrics = {
                     "step": step,
                     "loss": loss,
@@ -372,9 +401,13 @@ class Trainer:
                 }
                 if self.parallel.is_main:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
-            if self.checkpointer.should_save(step, is_last):
+            if saving:
                 self.checkpointer.save(step, last=is_last)
+            if not is_last and (signum := self.stop_agreement.poll()):
+                self._stop_on_request(step, signum)
+        self.stop_agreement.close()
         self.checkpointer.close()
+        self._tell(self.nonfinite.check(self.train_state.step, "at the end"))
         self.hook.titan_train_end(trainer=self)
         return {
             "first_loss": self.first_loss,

@@ -71,6 +71,9 @@ class TrainingSection:
     seed: int = 42
     deterministic: bool = False
     """Use torch's deterministic algorithms (bitwise-reproducible runs)."""
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """NaN/inf gradients are never applied; stop: end the run (resume from the last
+    checkpoint), skip: drop that optimizer step and go on (docs/reliability.md)."""
 
 
 @dataclass
@@ -98,6 +101,16 @@ class CheckpointSection:
     initial_load_path: str = ""
     """Checkpoint folder whose model weights start a run that has no checkpoint of its own
     yet (e.g. from `titan convert hf-to-titan`); only the model is read. See docs/models.md."""
+
+
+@dataclass
+class CommSection:
+    """Collective timeouts (torchtitan's [comm]): a rank that died or hangs ends the job."""
+
+    init_timeout_seconds: int = 300
+    """Until the first step is done (model build, first collectives)."""
+    train_timeout_seconds: int = 100
+    """After the first step: the longest any collective may wait for the other ranks."""
 
 
 @dataclass
@@ -191,6 +204,7 @@ CORE_SECTIONS: dict[str, type] = {
     "metrics": MetricsSection,
     "checkpoint": CheckpointSection,
     "parallelism": ParallelismSection,
+    "comm": CommSection,
     "launch": LaunchSection,
     "plugins": PluginsSection,
     "data": DataSection,

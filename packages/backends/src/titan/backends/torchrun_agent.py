@@ -1,0 +1,125 @@
+"""torchrun, with titan's exit codes: ``python -m titan.backends.torchrun_agent TORCHRUN-ARGS``.
+
+The local backend starts this instead of ``python -m torch.distributed.run``
+(same arguments, same elastic agent, run in this process) for two reasons:
+
+- **Stop requests.** torchrun answers SIGTERM by terminating every rank
+  after a 30 s grace period and exits 1; SIGUSR1/SIGUSR2 would kill it
+  outright. Here SIGTERM, SIGUSR1 and SIGUSR2 are passed on to the ranks
+  instead, which agree on a step boundary, write a checkpoint and exit 75
+  (:data:`titan.core.errors.EXIT_STOPPED_RESUMABLE`); the agent sees them
+  exit and this process exits 75 too.
+- **One line per failed job.** torchrun treats any non-zero exit as a
+  failure and prints a ``ChildFailedError`` traceback and table. Here the
+  failures are read from the ranks' error files (see
+  :mod:`titan.core.rank_errors`) and summed up in one line naming the rank
+  whose failure came first and was not only a broken collective.
+
+Ctrl-C (SIGINT) keeps torchrun's own handling: every rank is stopped, exit 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from titan.core.errors import EXIT_STOPPED_RESUMABLE
+from titan.core.faults import STOP_SIGNALS, signal_name
+from titan.core.rank_errors import LAUNCHER_REPORTS
+
+
+def _children() -> list[int]:
+    """Pids of this process's children: the ranks the agent started (Linux /proc)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _forward(signum: int, _frame: Any) -> None:
+    for pid in _children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _quiet_elastic_logs() -> None:
+    """torchrun's per-failure log lines: the summary line below replaces them."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.run").setLevel(logging.ERROR)
+
+
+def _kind_and_time(failure: Any) -> tuple[str, float]:
+    data = failure.error_file_data or {}
+    message = data.get("message") if isinstance(data, dict) else None
+    info = message.get("extraInfo", {}) if isinstance(message, dict) else {}
+    if "titan_kind" in info:
+        return info["titan_kind"], float(info.get("titan_time", failure.timestamp))
+    return ("signal" if failure.exitcode < 0 else "exit"), float(failure.timestamp)
+
+
+def summarize(failures: dict[int, Any]) -> tuple[int, str]:
+    """(exit code, one line) for the ranks that failed.
+
+    Any rank exiting 75 means every rank passed the stop checkpoint's final
+    barrier (the checkpoint is complete), so the job stopped resumably, even
+    if the agent then terminated the slower ranks. Otherwise the root cause
+    is the earliest failure that is not a broken collective (those follow a
+    dead peer), or the earliest failure at all.
+    """
+    if any(f.exitcode == EXIT_STOPPED_RESUMABLE for f in failures.values()):
+        return EXIT_STOPPED_RESUMABLE, ""
+    ranked = sorted(
+        failures.items(),
+        key=lambda item: (_kind_and_time(item[1])[0] == "collective", _kind_and_time(item[1])[1]),
+    )
+    rank, root = ranked[0]
+    if root.exitcode < 0:
+        what = f"killed by {signal_name(-root.exitcode)}"
+        code = 1
+    elif _kind_and_time(root)[0] == "exit":
+        what = f"exited with code {root.exitcode} and no error message (see its output above)"
+        code = root.exitcode
+    else:
+        what = f"error: {root.message}"
+        code = root.exitcode
+    others = len(failures) - 1
+    tail = f" ({others} other rank(s) failed after it)" if others else ""
+    return code, f"rank {rank} {what}{tail}; all ranks were stopped"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # SIGTERM is titan's (passed to the ranks); torchrun's agent handles only these.
+    argv = ["--signals-to-handle=SIGINT,SIGHUP,SIGQUIT", *argv]
+    os.environ[LAUNCHER_REPORTS] = "1"
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _forward)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    _quiet_elastic_logs()
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as exc:
+        code, line = summarize(exc.failures)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        return code
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
