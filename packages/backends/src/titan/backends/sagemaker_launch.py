@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,7 @@ def launch(job: Job, dry_run: bool, wait: bool = False) -> int:
         return 0
     job.write_config()
     code_dir = job.dump_folder.resolve() / CODE_DIR
+    shutil.rmtree(code_dir, ignore_errors=True)  # a previous launch's files must not ride along
     write_code_dir(job, code_dir, _channel(job), sec.tensorboard, p.install_titan)
     request, _ = build_request(job, p, code_dir, offline=False)
     name = request["TrainingJobName"]
