@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,10 @@ def moto_url() -> Iterator[str]:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
+        # moto's state lives in this process, shared by every module's server: start clean.
+        reset = f"http://{host}:{port}/moto-api/reset"
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        no_proxy.open(urllib.request.Request(reset, method="POST"), timeout=30).read()
         try:
             yield f"http://{host}:{port}"
         finally:

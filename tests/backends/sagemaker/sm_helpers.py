@@ -55,7 +55,11 @@ def loopback_only() -> Iterator[None]:
 
 def aws_env(moto_url: str | None, home: Path) -> dict[str, str]:
     """The environment of a titan process: dummy credentials, moto, telemetry and hub off."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "SAGEMAKER_")) and "proxy" not in k.lower()
+    }
     env.update(SECRETS)
     env.update(
         AWS_DEFAULT_REGION=REGION,
