@@ -1,0 +1,179 @@
+"""sagemaker: run the job as an Amazon SageMaker training job (SageMaker Python SDK v3).
+
+``titan run CONFIG --backend sagemaker`` packages titan and the effective
+config into the training job's code channel, builds a ``ModelTrainer``
+(``Compute``, ``SourceCode``, the ``Torchrun`` driver with one process per
+GPU, the S3 input channel, checkpoint and TensorBoard configs, stopping
+condition, tags, VPC) and creates the job. In the container the SDK's own
+drivers start torchrun, whose ranks run :mod:`titan.backends.sagemaker_container`.
+
+This module stays light: the SDK (about 1 GB, 2 s to import) is imported
+only when a SageMaker job is launched or inspected, so ``titan --help`` and
+``titan plugins list`` never load it. Without the SDK installed, ``--backend
+sagemaker`` says in one line what to install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from titan.core import hookimpl
+
+if TYPE_CHECKING:
+    import typer
+
+    from titan.core.jobs import JobRecord
+    from titan.core.launch import Job
+    from titan.core.registry import BackendRegistry
+    from titan.core.trainer import Trainer
+
+AUTOLOAD = True
+
+INSTALL_HINT = "pip install 'titan-backends[sagemaker]' (a clone's `uv sync` installs it)"
+
+
+@dataclass
+class SageMakerSection:
+    """``[sagemaker]``: where and how the SageMaker training job runs (docs/sagemaker.md)."""
+
+    role: str = ""
+    """IAM role ARN the job runs as (arn:aws:iam::<account>:role/<name>); required."""
+    region: str = ""
+    """AWS region; empty: AWS_REGION / AWS_DEFAULT_REGION / the profile's region."""
+    profile: str = ""
+    """AWS profile for titan's own calls; empty: the default credential chain."""
+    instance_type: str = "ml.p5.48xlarge"
+    instance_count: int = 1
+    processes_per_host: int = 0
+    """torchrun processes per instance; 0: one per GPU of instance_type (8 on ml.p5.48xlarge)."""
+    volume_size_gb: int = 500
+    """EBS volume per instance (the container's /opt/ml, checkpoints included)."""
+    spot: bool = False
+    """Managed spot training: cheaper, may be interrupted; titan resumes from /opt/ml/checkpoints."""
+    max_runtime_s: int = 86400
+    """Stop the job after this many seconds of training."""
+    max_wait_s: int = 0
+    """Spot only: seconds to wait for capacity plus training; 0: twice max_runtime_s."""
+    input: str = ""
+    """S3 prefix of the training data (s3://bucket/c4/en/); becomes channel `input_channel`."""
+    input_channel: str = "train"
+    bucket: str = ""
+    """S3 bucket for code, outputs, checkpoints; empty: SageMaker's sagemaker-<region>-<account>."""
+    output_path: str = ""
+    """S3 prefix for model.tar.gz; empty: s3://<bucket>/titan/."""
+    checkpoint_s3_uri: str = ""
+    """S3 prefix synced with /opt/ml/checkpoints; empty: s3://<bucket>/titan/<job>/checkpoints."""
+    tensorboard_s3_uri: str = ""
+    """S3 prefix for /opt/ml/output/tensorboard; empty: s3://<bucket>/titan/tensorboard/."""
+    tensorboard: bool = True
+    """Write TensorBoard events to /opt/ml/output/tensorboard (synced to S3 while running)."""
+    image_uri: str = ""
+    """Training image; empty: the AWS PyTorch training image for the region (titan pip-installed
+    at start). See `titan sagemaker dockerfile` for an image with titan inside."""
+    pytorch_version: str = "2.10"
+    """Version of the default AWS PyTorch training image."""
+    py_version: str = "py313"
+    install_titan: str = "auto"
+    """auto: pip-install titan in the container unless image_uri is set; always; never."""
+    job_name: str = ""
+    """Base name of the training job (SageMaker appends a timestamp); empty: titan-<flavor>."""
+    subnets: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    """KEY=VALUE tags on the training job."""
+    environment: list[str] = field(default_factory=list)
+    """KEY=VALUE variables for the container (never secrets: use the job's IAM role)."""
+    model_dtype: str = "bfloat16"
+    """dtype of the Hugging Face model written to /opt/ml/model (auto keeps the checkpoint's)."""
+    efa: bool = True
+    """Set the EFA/NCCL variables multi-node p4d/p5 jobs need (docs/sagemaker.md lists them)."""
+
+
+def require_sdk() -> None:
+    """Raise a one-line ConfigError naming the extra if the SageMaker SDK v3 is missing."""
+    from titan.core.errors import ConfigError
+
+    try:
+        import sagemaker.train  # noqa: F401  (v3; 2.x has no sagemaker.train)
+    except ImportError:
+        raise ConfigError(
+            f"--backend sagemaker needs the SageMaker Python SDK 3.x: {INSTALL_HINT}"
+        ) from None
+
+
+@dataclass
+class SageMakerBackend:
+    name: str = "sagemaker"
+    description: str = "an Amazon SageMaker training job (ModelTrainer, torchrun; S3 data)"
+
+    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+        require_sdk()
+        from titan.backends.sagemaker_launch import launch
+
+        return launch(job, dry_run=dry_run, wait=wait)
+
+    def state(self, record: JobRecord) -> str:
+        require_sdk()
+        from titan.backends.sagemaker_jobs import job_state
+
+        return job_state(record)
+
+    def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
+        require_sdk()
+        from titan.backends.sagemaker_jobs import job_logs
+
+        return job_logs(record, follow, out)
+
+    def cancel(self, record: JobRecord) -> None:
+        require_sdk()
+        from titan.backends.sagemaker_jobs import stop_job
+
+        stop_job(record)
+
+
+@hookimpl
+def titan_register_backends(registry: BackendRegistry) -> None:
+    registry.add(SageMakerBackend())
+
+
+@hookimpl
+def titan_config_sections() -> dict[str, type]:
+    return {"sagemaker": SageMakerSection}
+
+
+@hookimpl
+def titan_add_commands(app: typer.Typer) -> None:
+    from titan.backends.sagemaker_dockerfile import sagemaker_app
+
+    app.add_typer(sagemaker_app, name="sagemaker")
+
+
+# --- in the training job's container only (see titan.backends.sagemaker_container) ---
+
+
+def _in_container() -> bool:
+    import os
+
+    return os.environ.get("TITAN_SAGEMAKER_CONTAINER") == "1"
+
+
+@hookimpl
+def titan_step_start(trainer: Trainer, step: int) -> None:
+    """The checkpoint saved at the end of the previous step is complete: publish this host's."""
+    if _in_container() and step > 1 and trainer.checkpointer.should_save(step - 1, False):
+        from titan.backends.sagemaker_container import publish_host_checkpoint
+
+        publish_host_checkpoint(trainer, step - 1)
+
+
+@hookimpl
+def titan_train_end(trainer: Trainer) -> None:
+    """Publish this host's last checkpoint; write the final model to /opt/ml/model."""
+    if not _in_container():
+        return
+    from titan.backends.sagemaker_container import export_final_model, publish_host_checkpoint
+
+    if trainer.checkpointer.enabled:
+        publish_host_checkpoint(trainer, trainer.train_state.step)
+    export_final_model(trainer)
