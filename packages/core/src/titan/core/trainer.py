@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
 from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.step_metrics import LogStepMetrics
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
 
@@ -346,12 +348,15 @@ class Trainer:
             self._skip_consumed_data(data)
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
+        log_metrics = LogStepMetrics.for_trainer(self)
         while self.train_state.step < c.training.steps:
             self.train_state.step += 1
             step = self.train_state.step
             self.hook.titan_step_start(trainer=self, step=step)
             timer.start_step()
+            data_start = time.perf_counter()
             batches = [next(data) for _ in range(self.grad_accum_steps)]
+            log_metrics.add_data_time(time.perf_counter() - data_start)
             loss, grad_norm = self.train_step(batches)
             self.train_state.samples += self.samples_per_step
             timer.end_step(tokens_per_step)
@@ -362,12 +367,14 @@ class Trainer:
             is_last = step == c.training.steps
             # Also log off-schedule when a plugin reported something (e.g. validation loss).
             if step == 1 or step % c.metrics.log_freq == 0 or is_last or metrics:
+                timing = timer.read()
                 metrics = {
                     "step": step,
                     "loss": loss,
                     "grad_norm": grad_norm,
                     "lr": self.lr_scheduler.get_last_lr()[0],
-                    **timer.read(),
+                    **timing,
+                    **log_metrics.collect(timing["step_time"]),
                     **metrics,
                 }
                 if self.parallel.is_main:
