@@ -10,6 +10,7 @@ where Linux allows it, against the machine's RAM.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,9 @@ def _rss_peak() -> int:
 
 def _reset_rss_peak() -> None:
     """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)."""
-    try:
+    # Not Linux, or not allowed: the peak then runs from process start.
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux, or not allowed: the peak then runs from process start
 
 
 def _meminfo_total() -> int:
