@@ -60,3 +60,19 @@ def test_plot_names_a_folder_without_metrics(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "has no metrics.jsonl" in result.stderr and "job.dump_folder" in result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_help_loads_neither_matplotlib_nor_rich_help_formatting() -> None:
+    code = (
+        "import sys\n"
+        "from titan.core import cli\n"
+        "sys.argv = ['titan', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('LOADED', [m for m in ('matplotlib', 'typer.rich_utils') if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "plot" in result.stdout  # the command is listed ...
+    assert "LOADED []" in result.stdout  # ... without importing what it needs
