@@ -12,6 +12,10 @@ a loss printed every ``--log-every`` steps. titan's side is `titan run`
 itself (the CLI, the plugins, the console and metrics.jsonl writers, its data
 loader), logging at the same frequency.
 
+Both sides get ``--threads`` torch threads (default 1, with passive OpenMP
+waiting): on a shared, oversubscribed machine spinning OpenMP threads make
+step times swing by 2x, which would drown the difference being measured.
+
 The two alternate in rounds (titan, plain, plain, titan, ...) in one run, so
 whatever else the machine does hits both alike. Each side's tokens/s come
 from wall time between two log steps after ``--log-every`` warm-up steps
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -93,10 +98,20 @@ def plain_loop(steps: int, log_every: int, extra: list[str]) -> None:
     print(json.dumps({"times": times, "tokens_per_step": batch * seq}))
 
 
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    """The same threads for both sides."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
 def run_plain(args: argparse.Namespace, extra: list[str]) -> float:
     cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps)]
     cmd += ["--log-every", str(args.log_every), "--", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(args))
     if proc.returncode:
         sys.exit(f"plain loop failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -109,7 +124,7 @@ def run_titan(args: argparse.Namespace, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "titan.core.cli", "run", f"--training.steps={args.steps}"]
         cmd += [f"--metrics.log_freq={args.log_every}", f"--job.dump_folder={tmp}", *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(args))
         if proc.returncode:
             sys.exit(f"titan run failed:\n{proc.stderr[-3000:]}")
         recs = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
@@ -124,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15, help="a multiple of --log-every")
     parser.add_argument("--log-every", type=int, default=5, help="also the warm-up steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each side")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
@@ -134,7 +150,7 @@ def main() -> None:
         parser.error("--steps must be a multiple of --log-every, and larger")
     print(
         f"titan vs a hand-written loop: {args.rounds} rounds, {args.steps} steps each, "
-        f"tokens/s over steps {args.log_every + 1}..{args.steps}; extra: {' '.join(extra) or '-'}"
+        f"tokens/s over steps {args.log_every + 1}..{args.steps}; {args.threads} thread(s); extra: {' '.join(extra) or '-'}"
     )
     print(f"{'round':>5} {'titan tok/s':>12} {'plain tok/s':>12} {'titan/plain':>12}")
     ratios, titan_all, plain_all = [], [], []
