@@ -100,13 +100,21 @@ def _labels(runs: list[Path]) -> list[str]:
 
 
 def plot_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (job.dump_folder) to compare.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path(
-        "titan-plot.png"
-    ),
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (job.dump_folder) to compare.", metavar="RUN_DIR"),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="PNG file to write.", metavar="PNG")
+    ] = Path("titan-plot.png"),
     label: Annotated[
         list[str] | None,
-        typer.Option("--label", "-l", help="A name per run, in order (default: folder names)."),
+        typer.Option(
+            "--label",
+            "-l",
+            help="A name per run, in order (default: folder names).",
+            metavar="NAME",
+        ),
     ] = None,
 ) -> None:
     """Loss and tokens/s curves of one or more runs, side by side, into a PNG."""
