@@ -26,6 +26,7 @@ from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, reduce_mean
 from titan.core.nonfinite import NonFiniteGuard
 from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.step_metrics import LogStepMetrics
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
 CORE_METRICS = frozenset(
@@ -446,12 +447,15 @@ class Trainer:
             self._skip_consumed_data(data)
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
+        log_metrics = LogStepMetrics.for_trainer(self)
         while self.train_state.step < c.training.steps:
             self.train_state.step += 1
             step = self.train_state.step
             self.hook.titan_step_start(trainer=self, step=step)
             timer.start_step()
+            data_start = time.perf_counter()
             batches = [next(data) for _ in range(self.grad_accum_steps)]
+            log_metrics.add_data_time(time.perf_counter() - data_start)
             local_loss, grad_norm = self.train_step(batches)
             loss = reduce_mean(local_loss, self.parallel)
             self.train_state.samples += self.samples_per_step
@@ -480,11 +484,13 @@ class Trainer:
             if step == 1:
                 faults.set_collective_timeouts(c.comm.train_timeout_seconds)
             if logging:
+                timing = timer.read()
                 metrics = {
                     "step": step,
                     **{k: _number(v) for k, v in metrics.items()},
                     "loss": loss,
-                    **timer.read(),
+                    **timing,
+                    **log_metrics.collect(timing["step_time"]),
                 }
                 if self.parallel.is_main:
                     self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)

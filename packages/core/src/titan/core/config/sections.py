@@ -103,6 +103,9 @@ class MetricsSection:
     enable_tensorboard: bool = False
     save_tb_folder: str = "tb"
     """Relative to job.dump_folder."""
+    peak_tflops: float = 0.0
+    """The device's peak TFLOP/s for MFU; 0 looks it up (GPU table, or a measured CPU probe).
+    See docs/metrics.md."""
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""FLOPs per token against a hand count for Llama 3 8B; peaks; tok/s per device under TP=2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from titan.core.device_peaks import cpu_peak, gpu_peak
+from titan.core.flops import model_flops_per_token, non_embedding_parameters
+from titan.core.plugins import load_plugins
+from titan.core.registry import ModelRegistry
+
+
+def _llama3(flavor: str):
+    registry = ModelRegistry()
+    load_plugins().pm.hook.titan_register_models(registry=registry)
+    family = registry.get("llama3")
+    args = family.flavor(flavor)
+    with torch.device("meta"):
+        return family.build(args), args
+
+
+def test_llama3_8b_flops_match_a_hand_count() -> None:
+    model, args = _llama3("8B")
+    # Llama 3 8B: dim 4096, 32 layers, 32 heads of 128, 8 KV heads, SwiGLU 14336, vocab 128256.
+    dim, layers, kv_dim, ffn, vocab = 4096, 32, 8 * 128, 14336, 128256
+    per_layer = (
+        dim * dim  # wq
+        + 2 * dim * kv_dim  # wk, wv
+        + dim * dim  # wo
+        + 3 * dim * ffn  # w1, w2, w3
+        + 2 * dim  # attention_norm, ffn_norm
+    )
+    non_embedding = layers * per_layer + dim + vocab * dim  # + final norm + output projection
+    assert non_embedding == 7_504_924_672  # 8.03B total minus the 0.53B embedding table
+    assert non_embedding_parameters(model) == non_embedding
+    seq_len = 8192
+    expected = 6 * non_embedding + 12 * layers * dim * seq_len
+    assert model_flops_per_token(model, args, seq_len) == expected
+    assert expected / 1e9 == pytest.approx(57.92, abs=0.01)  # GFLOP per token at 8K context
+
+
+def test_gpu_peak_table_and_unknown_devices() -> None:
+    assert gpu_peak("NVIDIA H100 80GB HBM3", float8=False) == 989.0
+    assert gpu_peak("NVIDIA H100 80GB HBM3", float8=True) == 1979.0
+    assert gpu_peak("NVIDIA H100 PCIe", float8=False) == 756.0  # not the SXM figure
+    assert gpu_peak("NVIDIA H200", float8=False) == 989.0
+    assert gpu_peak("NVIDIA A100-SXM4-80GB", float8=True) == 312.0  # no float8 units
+    assert gpu_peak("NVIDIA GeForce RTX 4090", float8=False) is None  # unknown: no MFU
+
+
+def test_cpu_peak_is_probed_once_and_cached(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TITAN_HOME", str(tmp_path))
+    first = cpu_peak("float32", seconds=0.1)
+    assert first > 0
+    cache = json.loads((tmp_path / "cache" / "cpu_peak.json").read_text())
+    assert list(cache.values()) == [first]
+    assert cpu_peak("float32", seconds=0.1) == first  # read back, not measured again
+
+
+@pytest.fixture(scope="module")
+def tp2_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    dump = tmp_path_factory.mktemp("tp2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd = [sys.executable, "-m", "titan.core.cli", "run", "--nproc", "2", "--plugins", "tp"]
+    proc = subprocess.run(
+        [
+            *cmd,
+            "--parallelism.tensor_parallel_degree=2",
+            "--training.steps=3",
+            "--training.seq_len=64",
+            "--training.local_batch_size=2",
+            "--metrics.log_freq=1",
+            f"--job.dump_folder={dump}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in (dump / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tokens_per_second_per_device_under_tensor_parallel(tp2_records: list[dict]) -> None:
+    assert [r["step"] for r in tp2_records] == [1, 2, 3]
+    _, args = _llama3("debug")
+    model, _ = _llama3("debug")
+    fpt = model_flops_per_token(model, args, 64)
+    tokens_per_step = 2 * 64  # one data-parallel rank: local batch 2 x seq_len 64
+    for r in tp2_records:
+        # Both TP ranks work on the same tokens: each device gets half of them.
+        assert r["tokens_per_second"] == pytest.approx(tokens_per_step / 2 / r["step_time"])
+        assert r["tokens_per_second_total"] == pytest.approx(tokens_per_step / r["step_time"])
+        assert r["tflops"] == pytest.approx(r["tokens_per_second"] * fpt / 1e12)
+        assert 0 < r["mfu"] < 100  # against the probed CPU peak
+        assert r["memory_rss_gib"] > 0 and 0 < r["memory_rss_pct"] < 100
