@@ -7,7 +7,6 @@ implement; the order of the phases is fixed here (see ``hookspecs``).
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,9 +18,11 @@ import torch
 from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
+from titan.core.gc_schedule import GarbageCollection
+from titan.core.grad_norm import clip_grad_norm_
 from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
-from titan.core.metrics import StepTimer, reduce_mean
+from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.parallel import ParallelDims, init_parallel
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
@@ -272,8 +273,16 @@ class Trainer:
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
-    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-        """One optimizer step over ``len(batches)`` micro-batches. Returns (loss, grad norm)."""
+    def train_step(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over ``len(batches)`` micro-batches.
+
+        Returns (this rank's loss, the global gradient norm) as device tensors:
+        nothing here waits for the device, so the host can queue the next
+        step's kernels (and FSDP's all-gathers) while this one runs. The
+        loop reduces and reads them on logging steps only.
+        """
         step = self.train_state.step
         total = torch.zeros((), device=self.device)
         for inputs, labels in batches:
@@ -282,21 +291,42 @@ class Trainer:
                 with self.autocast():
                     logits = self.model(inputs)
                 loss = self.loss_fn(logits, labels) / len(batches)
+                # The loss keeps what its backward needs (its own fp32 softmax); the
+                # logits themselves would stay alive through the whole backward.
+                del logits
                 loss.backward()
             total += loss.detach()
         self.hook.titan_after_backward(trainer=self, step=step)
-        max_norm = self.config.training.max_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), max_norm if max_norm > 0 else math.inf, foreach=True
-        )
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_grad_norm_(self.model.parameters(), self.config.training.max_norm)
         self.hook.titan_before_optimizer_step(trainer=self, step=step)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
-        return reduce_mean(total, self.parallel), float(grad_norm)
+        return total, grad_norm
+
+    def _read_step_values(self) -> dict[str, float]:
+        """Loss (mean over data-parallel ranks) and grad norm of the newest step, as floats.
+
+        The one all-reduce and the one host synchronisation of a logging step;
+        every rank must call it on the same steps. The first step's loss of
+        this run is reduced here too, with the same all-reduce, if still pending.
+        """
+        loss, grad_norm = self._step_values
+        losses = [loss]
+        if self._first_loss_pending is not None:
+            losses.append(self._first_loss_pending)
+        sums = all_reduce_sum(torch.stack(losses), self.parallel)
+        # One copy to the host for everything (one wait for the device).
+        host = torch.cat([sums.float(), grad_norm.float().reshape(1)]).cpu()
+        *loss_sums, norm = (v.item() for v in host)
+        values = [x / self.parallel.dp_degree for x in loss_sums] + [norm]
+        if self._first_loss_pending is not None:
+            self.first_loss = values[1]
+            self._first_loss_pending = None
+        self.last_loss = values[0]
+        self._values_read = True
+        return {"loss": values[0], "grad_norm": norm}
 
     @property
     def samples_per_step(self) -> int:
@@ -346,34 +376,46 @@ class Trainer:
             self._skip_consumed_data(data)
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
-        while self.train_state.step < c.training.steps:
-            self.train_state.step += 1
-            step = self.train_state.step
-            self.hook.titan_step_start(trainer=self, step=step)
-            timer.start_step()
-            batches = [next(data) for _ in range(self.grad_accum_steps)]
-            loss, grad_norm = self.train_step(batches)
-            self.train_state.samples += self.samples_per_step
-            timer.end_step(tokens_per_step)
-            self.last_loss = loss
-            self.first_loss = loss if self.first_loss is None else self.first_loss
-            metrics: dict[str, Any] = {}
-            self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
-            is_last = step == c.training.steps
-            # Also log off-schedule when a plugin reported something (e.g. validation loss).
-            if step == 1 or step % c.metrics.log_freq == 0 or is_last or metrics:
-                metrics = {
-                    "step": step,
-                    "loss": loss,
-                    "grad_norm": grad_norm,
-                    "lr": self.lr_scheduler.get_last_lr()[0],
-                    **timer.read(),
-                    **metrics,
-                }
-                if self.parallel.is_main:
-                    self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
-            if self.checkpointer.should_save(step, is_last):
-                self.checkpointer.save(step, last=is_last)
+        self._first_loss_pending: torch.Tensor | None = None
+        self._values_read = True
+        with GarbageCollection() as gc_schedule:
+            while self.train_state.step < c.training.steps:
+                self.train_state.step += 1
+                step = self.train_state.step
+                gc_schedule.step(step)
+                self.hook.titan_step_start(trainer=self, step=step)
+                timer.start_step()
+                batches = [next(data) for _ in range(self.grad_accum_steps)]
+                loss, grad_norm = self.train_step(batches)
+                self.train_state.samples += self.samples_per_step
+                self._step_values = (loss.detach(), grad_norm.detach())
+                self._values_read = False
+                if self.first_loss is None and self._first_loss_pending is None:
+                    self._first_loss_pending = self._step_values[0]
+                is_last = step == c.training.steps
+                scheduled = step == 1 or step % c.metrics.log_freq == 0 or is_last
+                values = self._read_step_values() if scheduled else None
+                timer.end_step(
+                    tokens_per_step
+                )  # after the read: the interval's device work is done
+                metrics: dict[str, Any] = {}
+                self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
+                # Also log off-schedule when a plugin reported something (e.g. validation loss).
+                if scheduled or metrics:
+                    values = values or self._read_step_values()
+                    metrics = {
+                        "step": step,
+                        **values,
+                        "lr": self.lr_scheduler.get_last_lr()[0],
+                        **timer.read(),
+                        **metrics,
+                    }
+                    if self.parallel.is_main:
+                        self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
+                if self.checkpointer.should_save(step, is_last):
+                    self.checkpointer.save(step, last=is_last)
+        if not self._values_read:  # stopped between logging steps: first/last loss still count
+            self._read_step_values()
         self.checkpointer.close()
         self.hook.titan_train_end(trainer=self)
         return {
