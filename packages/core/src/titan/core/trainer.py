@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
+from titan.core.checkpoint import (
+    CheckpointManager,
+    ModelState,
+    OptimizerState,
+    RankLocalState,
+    complete_checkpoints,
+)
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError
 from titan.core.gc_schedule import GarbageCollection
@@ -23,7 +29,7 @@ from titan.core.grad_norm import clip_grad_norm_
 from titan.core.launch import Job
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
-from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.parallel import ParallelDims, init_full_model_on_rank0, init_parallel
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
 
@@ -168,15 +174,17 @@ class Trainer:
             )
 
     def _init_weights(self, model: torch.nn.Module) -> None:
-        """Materialise and initialise the weights, identically for any number of ranks.
+        """Materialise and initialise the weights.
 
         The initialisation draws from its own generator seeded with
         ``training.seed`` (so the training RNG stream does not depend on how
         the model was initialised). On one process: on the CPU, then moved to
         the device. Sharded (FSDP/TP): every rank initialising its own shard
-        would give other weights than one process (on CPU every shard would
-        even repeat the same random numbers), so by default rank 0 initialises
-        the full model on its CPU and the shards are scattered from it.
+        gives other weights than one process (on CPU every shard even repeats
+        the same random numbers), so for small models rank 0 initialises the
+        full model on its CPU and the shards are scattered from it; large
+        models, and runs whose weights come from a checkpoint, initialise
+        their shards in place on the device (``parallelism.init_full_model_on_rank0``).
         """
         from torch.distributed.tensor import DTensor
 
@@ -189,13 +197,30 @@ class Trainer:
             model.to(self.device)
             return
         model.to_empty(device=self.device)
-        from_rank0 = c.parallelism.init_full_model_on_rank0
+        from_checkpoint = self._weights_come_from_checkpoint()
+        n_params = sum(p.numel() for p in model.parameters())  # DTensor: the global count
+        from_rank0 = init_full_model_on_rank0(
+            c.parallelism.init_full_model_on_rank0, n_params, from_checkpoint
+        )
+        if not from_rank0 and not from_checkpoint and c.parallelism.init_full_model_on_rank0:
+            self._tell(
+                f"initialising each rank's shards on {self.device.type} ({n_params / 1e9:.1f}B "
+                "parameters): weights differ from a single-process run's; "
+                "--parallelism.init_full_model_on_rank0=true builds them on rank 0 instead"
+            )
         with warnings.catch_warnings():
-            if from_rank0:  # the shards' random values are overwritten below: no need to warn
+            if from_rank0 or from_checkpoint:  # the shards' random values are overwritten
                 warnings.filterwarnings("ignore", message=".*DTensor random operators.*")
             self._seeded_init(model, self.device, devices)  # buffers, and shards if not from rank 0
         if from_rank0:
             self._load_full_init_from_rank0(model)
+
+    def _weights_come_from_checkpoint(self) -> bool:
+        """Whether ``train()`` will overwrite the initial weights (resume or initial_load_path)."""
+        ck = self.config.checkpoint
+        if ck.initial_load_path:
+            return True
+        return ck.enable_checkpoint and bool(complete_checkpoints(self.dump_folder / ck.folder))
 
     def _seeded_init(
         self, model: torch.nn.Module, buffer_device: torch.device, rng_devices: Sequence[Any] = ()
