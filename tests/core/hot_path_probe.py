@@ -14,6 +14,9 @@ with every op below autograd observed (a ``TorchDispatchMode``), counting per st
   counted where DTensor calls them: ops that DTensor issues while handling an
   op are not seen by a dispatch mode (the mode is off inside its own handler).
 
+On a GPU, CUDA's own sync debug mode also reports every synchronising CUDA
+call (counted as ``cuda.sync``), including those made inside C++ ops.
+
 Data loading is left out (it runs on the host, on host tensors). Rank 0 writes
 ``{"log_steps": [...], "steps": {step: {op: count}}}``; other ranks write
 ``OUT.json.rank<r>``.
@@ -120,6 +123,26 @@ class PausedLoader:
             yield batch
 
 
+def watch_cuda_syncs(recorder: StepRecorder) -> None:
+    """Count CUDA's synchronisation warnings (``set_sync_debug_mode("warn")``) per step."""
+    import warnings
+
+    if not torch.cuda.is_available():
+        return
+    shown = warnings.showwarning
+
+    def showwarning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        if "synchronizing" in str(message):
+            if recorder.on:
+                recorder.counts[recorder.step]["cuda.sync"] += 1
+            return
+        shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = showwarning
+    warnings.filterwarnings("always", message=".*synchronizing.*")
+    torch.cuda.set_sync_debug_mode("warn")
+
+
 def main() -> None:
     from titan.core.launch import prepare_job
     from titan.core.parallel import shutdown_parallel
@@ -135,6 +158,7 @@ def main() -> None:
     trainer = Trainer(job)
     trainer.dataloader = PausedLoader(trainer.dataloader, recorder)
     instrument(recorder)
+    watch_cuda_syncs(recorder)
     with recorder:
         trainer.train()
         recorder.on = False
