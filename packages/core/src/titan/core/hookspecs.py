@@ -174,7 +174,12 @@ def titan_after_optimizer_step(trainer: Trainer, step: int) -> None:
 
 @hookspec
 def titan_step_end(trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
-    """The step is done. Add entries to ``metrics`` to have them logged."""
+    """The step is done. Add entries to ``metrics`` to have them logged.
+
+    Add them on every rank alike: a step with metrics is logged even off the
+    ``log_freq`` schedule, and logging reduces the loss across ranks. Avoid
+    reading device tensors here on other steps (``.item()`` waits for the device).
+    """
 
 
 @hookspec

@@ -387,7 +387,15 @@ class Trainer:
             next(data)
 
     def train(self) -> dict[str, Any]:
-        """Run to ``training.steps``, resuming from a checkpoint if there is one."""
+        """Run to ``training.steps``, resuming from a checkpoint if there is one.
+
+        Python's automatic garbage collection is off meanwhile: it runs every
+        50 steps instead, on every rank at the same step (``gc_schedule``).
+        """
+        with GarbageCollection() as self._gc:
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         c = self.config
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
         if self.checkpointer.loaded_from is not None:
@@ -406,42 +414,40 @@ class Trainer:
         timer = StepTimer()
         self._first_loss_pending: torch.Tensor | None = None
         self._values_read = True
-        with GarbageCollection() as gc_schedule:
-            while self.train_state.step < c.training.steps:
-                self.train_state.step += 1
-                step = self.train_state.step
-                gc_schedule.step(step)
-                self.hook.titan_step_start(trainer=self, step=step)
-                timer.start_step()
-                batches = [next(data) for _ in range(self.grad_accum_steps)]
-                loss, grad_norm = self.train_step(batches)
-                self.train_state.samples += self.samples_per_step
-                self._step_values = (loss.detach(), grad_norm.detach())
-                self._values_read = False
-                if self.first_loss is None and self._first_loss_pending is None:
-                    self._first_loss_pending = self._step_values[0]
-                is_last = step == c.training.steps
-                scheduled = step == 1 or step % c.metrics.log_freq == 0 or is_last
-                values = self._read_step_values() if scheduled else None
-                timer.end_step(
-                    tokens_per_step
-                )  # after the read: the interval's device work is done
-                metrics: dict[str, Any] = {}
-                self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
-                # Also log off-schedule when a plugin reported something (e.g. validation loss).
-                if scheduled or metrics:
-                    values = values or self._read_step_values()
-                    metrics = {
-                        "step": step,
-                        **values,
-                        "lr": self.lr_scheduler.get_last_lr()[0],
-                        **timer.read(),
-                        **metrics,
-                    }
-                    if self.parallel.is_main:
-                        self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
-                if self.checkpointer.should_save(step, is_last):
-                    self.checkpointer.save(step, last=is_last)
+        while self.train_state.step < c.training.steps:
+            self.train_state.step += 1
+            step = self.train_state.step
+            self._gc.step(step)
+            self.hook.titan_step_start(trainer=self, step=step)
+            timer.start_step()
+            batches = [next(data) for _ in range(self.grad_accum_steps)]
+            loss, grad_norm = self.train_step(batches)
+            self.train_state.samples += self.samples_per_step
+            self._step_values = (loss.detach(), grad_norm.detach())
+            self._values_read = False
+            if self.first_loss is None and self._first_loss_pending is None:
+                self._first_loss_pending = self._step_values[0]
+            is_last = step == c.training.steps
+            scheduled = step == 1 or step % c.metrics.log_freq == 0 or is_last
+            values = self._read_step_values() if scheduled else None
+            # After the read: on a logging step the interval's device work is done.
+            timer.end_step(tokens_per_step)
+            metrics: dict[str, Any] = {}
+            self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
+            # Also log off-schedule when a plugin reported something (e.g. validation loss).
+            if scheduled or metrics:
+                values = values or self._read_step_values()
+                metrics = {
+                    "step": step,
+                    **values,
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    **timer.read(),
+                    **metrics,
+                }
+                if self.parallel.is_main:
+                    self.hook.titan_log_metrics(step=step, metrics=metrics, config=c)
+            if self.checkpointer.should_save(step, is_last):
+                self.checkpointer.save(step, last=is_last)
         if not self._values_read:  # stopped between logging steps: first/last loss still count
             self._read_step_values()
         self.checkpointer.close()
