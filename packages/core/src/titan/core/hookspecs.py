@@ -257,6 +257,8 @@ def titan_step_end(trainer: Trainer, step: int, metrics: dict[str, Any]) -> None
     On logged steps titan turns tensors into floats, and ``loss`` into the
     mean over data-parallel ranks, before ``titan_log_metrics``. Any entry a
     plugin adds makes the step a logged one.
+    Add entries on every rank alike: a step with added metrics is logged even
+    off the ``log_freq`` schedule, and logging reduces the loss across ranks.
     """
 
 

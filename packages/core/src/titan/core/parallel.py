@@ -56,6 +56,29 @@ class ParallelDims:
         return self.mesh["dp_replicate", "dp_shard"]._flatten("dp")
 
 
+FULL_INIT_MAX_PARAMS = 1_000_000_000
+"""Above this many parameters, ``init_full_model_on_rank0 = "auto"`` initialises shards in place.
+
+One billion fp32 parameters are 4 GB on rank 0's CPU (plus the time to
+initialise them on one core and broadcast them); Llama 3 8B would need 32 GB,
+70B 280 GB, 405B 1.6 TB."""
+
+
+def init_full_model_on_rank0(setting: bool | str, n_params: int, from_checkpoint: bool) -> bool:
+    """Whether rank 0 initialises the whole model and scatters it (else: every rank its shards).
+
+    ``setting`` is ``parallelism.init_full_model_on_rank0``: true or false as
+    given; ``"auto"`` (the default) chooses the full copy on rank 0 only when
+    it is worth it: the weights are not about to be overwritten by a
+    checkpoint (``from_checkpoint``) and the model is small enough
+    (:data:`FULL_INIT_MAX_PARAMS`). Small models thereby get the same initial
+    weights for any number of ranks; large ones initialise on their devices.
+    """
+    if setting != "auto":
+        return bool(setting)
+    return not from_checkpoint and n_params <= FULL_INIT_MAX_PARAMS
+
+
 def _device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

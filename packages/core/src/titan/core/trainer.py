@@ -7,7 +7,6 @@ implement; the order of the phases is fixed here (see ``hookspecs``).
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 import warnings
@@ -18,14 +17,22 @@ from typing import Any
 import torch
 
 from titan.core import faults
-from titan.core.checkpoint import CheckpointManager, ModelState, OptimizerState, RankLocalState
+from titan.core.checkpoint import (
+    CheckpointManager,
+    ModelState,
+    OptimizerState,
+    RankLocalState,
+    complete_checkpoints,
+)
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError, PluginError
+from titan.core.gc_schedule import GarbageCollection
+from titan.core.grad_norm import clip_grad_norm_
 from titan.core.launch import Job, promote_config
 from titan.core.lr_schedule import build_lr_scheduler
-from titan.core.metrics import StepTimer, reduce_mean
+from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
-from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.parallel import ParallelDims, init_full_model_on_rank0, init_parallel
 from titan.core.step_metrics import LogStepMetrics
 from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
@@ -181,15 +188,17 @@ class Trainer:
             )
 
     def _init_weights(self, model: torch.nn.Module) -> None:
-        """Materialise and initialise the weights, identically for any number of ranks.
+        """Materialise and initialise the weights.
 
         The initialisation draws from its own generator seeded with
         ``training.seed`` (so the training RNG stream does not depend on how
         the model was initialised). On one process: on the CPU, then moved to
         the device. Sharded (FSDP/TP): every rank initialising its own shard
-        would give other weights than one process (on CPU every shard would
-        even repeat the same random numbers), so by default rank 0 initialises
-        the full model on its CPU and the shards are scattered from it.
+        gives other weights than one process (on CPU every shard even repeats
+        the same random numbers), so for small models rank 0 initialises the
+        full model on its CPU and the shards are scattered from it; large
+        models, and runs whose weights come from a checkpoint, initialise
+        their shards in place on the device (``parallelism.init_full_model_on_rank0``).
         """
         from torch.distributed.tensor import DTensor
 
@@ -202,13 +211,30 @@ class Trainer:
             model.to(self.device)
             return
         model.to_empty(device=self.device)
-        from_rank0 = c.parallelism.init_full_model_on_rank0
+        from_checkpoint = self._weights_come_from_checkpoint()
+        n_params = sum(p.numel() for p in model.parameters())  # DTensor: the global count
+        from_rank0 = init_full_model_on_rank0(
+            c.parallelism.init_full_model_on_rank0, n_params, from_checkpoint
+        )
+        if not from_rank0 and not from_checkpoint and c.parallelism.init_full_model_on_rank0:
+            self._tell(
+                f"initialising each rank's shards on {self.device.type} ({n_params / 1e9:.1f}B "
+                "parameters): weights differ from a single-process run's; "
+                "--parallelism.init_full_model_on_rank0=true builds them on rank 0 instead"
+            )
         with warnings.catch_warnings():
-            if from_rank0:  # the shards' random values are overwritten below: no need to warn
+            if from_rank0 or from_checkpoint:  # the shards' random values are overwritten
                 warnings.filterwarnings("ignore", message=".*DTensor random operators.*")
             self._seeded_init(model, self.device, devices)  # buffers, and shards if not from rank 0
         if from_rank0:
             self._load_full_init_from_rank0(model)
+
+    def _weights_come_from_checkpoint(self) -> bool:
+        """Whether ``train()`` will overwrite the initial weights (resume or initial_load_path)."""
+        ck = self.config.checkpoint
+        if ck.initial_load_path:
+            return True
+        return ck.enable_checkpoint and bool(complete_checkpoints(self.dump_folder / ck.folder))
 
     def _seeded_init(
         self, model: torch.nn.Module, buffer_device: torch.device, rng_devices: Sequence[Any] = ()
@@ -324,30 +350,34 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over ``len(batches)`` micro-batches.
 
-        Returns this rank's mean loss and the global grad norm as device tensors; the
-        loss terms' step means are left in ``self.loss_terms``.
+        Returns this rank's mean loss and the global grad norm as device tensors (the
+        loss terms' step means are left in ``self.loss_terms``): nothing here waits
+        for the device, so the host can queue the next step's kernels (and FSDP's
+        all-gathers) while this one runs. The loop reduces and reads them on
+        logging steps only.
         """
         step = self.train_state.step
         total = torch.zeros((), device=self.device)
         self.loss_terms = {}
         for inputs, labels in batches:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            # non_blocking: no stream synchronisation for the copy (a pageable source
+            # is staged before the call returns, so reusing it afterwards is safe).
+            inputs = inputs.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
             with self.train_context():
                 with self.autocast():
                     logits = self.model(inputs)
                 loss, terms = self.compute_loss(logits, labels)
                 loss = loss / len(batches)
+                # The loss keeps what its backward needs (its own fp32 softmax); the
+                # logits themselves would stay alive through the whole backward.
+                del logits
                 loss.backward()
             total += loss.detach()
             for name, term in terms.items():
                 self.loss_terms[name] = self.loss_terms.get(name, 0) + term.detach() / len(batches)
         self.hook.titan_after_backward(trainer=self, step=step)
-        max_norm = self.config.training.max_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), max_norm if max_norm > 0 else math.inf, foreach=True
-        )
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_grad_norm_(self.model.parameters(), self.config.training.max_norm)
         self.hook.titan_before_optimizer_step(trainer=self, step=step)
         if self.nonfinite.allow_step(step, grad_norm):  # NaN/inf gradients are never applied
             self.optimizer.step()
@@ -383,6 +413,29 @@ class Trainer:
         fresh = self.checkpointer.add_states(extra)
         if fresh:
             self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
+
+    def _read_step_values(self) -> dict[str, float]:
+        """Loss (mean over data-parallel ranks) and grad norm of the newest step, as floats.
+
+        The one all-reduce and the one host synchronisation of a logging step;
+        every rank must call it on the same steps. The first step's loss of
+        this run is reduced here too, with the same all-reduce, if still pending.
+        """
+        loss, grad_norm = self._step_values
+        losses = [loss]
+        if self._first_loss_pending is not None:
+            losses.append(self._first_loss_pending)
+        sums = all_reduce_sum(torch.stack(losses), self.parallel)
+        # One copy to the host for everything (one wait for the device).
+        host = torch.cat([sums.float(), grad_norm.float().reshape(1)]).cpu()
+        *loss_sums, norm = (v.item() for v in host)
+        values = [x / self.parallel.dp_degree for x in loss_sums] + [norm]
+        if self._first_loss_pending is not None:
+            self.first_loss = values[1]
+            self._first_loss_pending = None
+        self.last_loss = values[0]
+        self._values_read = True
+        return {"loss": values[0], "grad_norm": norm}
 
     @property
     def samples_per_step(self) -> int:
@@ -429,7 +482,15 @@ class Trainer:
         raise faults.stopped_message(step, signum, path, seconds)
 
     def train(self) -> dict[str, Any]:
-        """Run to ``training.steps``, resuming from a checkpoint if there is one."""
+        """Run to ``training.steps``, resuming from a checkpoint if there is one.
+
+        Python's automatic garbage collection is off meanwhile: it runs every
+        50 steps instead, on every rank at the same step (``gc_schedule``).
+        """
+        with GarbageCollection() as self._gc:
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         c = self.config
         faults.set_collective_timeouts(c.comm.init_timeout_seconds)  # groups made since __init__
         self.train_state.step = self.checkpointer.load(c.checkpoint.load_step)
@@ -448,20 +509,28 @@ class Trainer:
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
         log_metrics = LogStepMetrics.for_trainer(self)
+        self._first_loss_pending: torch.Tensor | None = None
+        self._values_read = True
         while self.train_state.step < c.training.steps:
             self.train_state.step += 1
             step = self.train_state.step
+            self._gc.step(step)
             self.hook.titan_step_start(trainer=self, step=step)
             timer.start_step()
             data_start = time.perf_counter()
             batches = [next(data) for _ in range(self.grad_accum_steps)]
             log_metrics.add_data_time(time.perf_counter() - data_start)
             local_loss, grad_norm = self.train_step(batches)
-            loss = reduce_mean(local_loss, self.parallel)
             self.train_state.samples += self.samples_per_step
+            self._step_values = (local_loss.detach(), grad_norm.detach())
+            self._values_read = False
+            if self.first_loss is None and self._first_loss_pending is None:
+                self._first_loss_pending = self._step_values[0]
+            is_last = step == c.training.steps
+            scheduled = step == 1 or step % c.metrics.log_freq == 0 or is_last
+            values = self._read_step_values() if scheduled else None
+            # After the read: on a logging step the interval's device work is done.
             timer.end_step(tokens_per_step)
-            self.last_loss = loss
-            self.first_loss = loss if self.first_loss is None else self.first_loss
             metrics: dict[str, Any] = {
                 "loss": local_loss,
                 "grad_norm": grad_norm,
@@ -470,25 +539,21 @@ class Trainer:
             }
             filled = set(metrics)
             self.hook.titan_step_end(trainer=self, step=step, metrics=metrics)
-            is_last = step == c.training.steps
             saving = self.checkpointer.should_save(step, is_last)
             # Also log off-schedule when a plugin reported something (e.g. validation loss).
-            logging = (
-                step == 1
-                or step % c.metrics.log_freq == 0
-                or is_last
-                or bool(set(metrics) - filled)
-            )
+            logging = scheduled or bool(set(metrics) - filled)
             if logging or saving:  # no checkpoint after non-finite gradients (docs/reliability.md)
                 self._tell(self.nonfinite.check(step, "before logging or saving"))
             if step == 1:
                 faults.set_collective_timeouts(c.comm.train_timeout_seconds)
             if logging:
+                values = values or self._read_step_values()
                 timing = timer.read()
                 metrics = {
                     "step": step,
-                    **{k: _number(v) for k, v in metrics.items()},
-                    "loss": loss,
+                    # loss and grad_norm come from the one reduction of this logging step
+                    **{k: _number(v) for k, v in metrics.items() if k not in values},
+                    **values,
                     **timing,
                     **log_metrics.collect(timing["step_time"]),
                 }
@@ -499,6 +564,8 @@ class Trainer:
             if not is_last and (signum := self.stop_agreement.poll()):
                 self._stop_on_request(step, signum)
         self.stop_agreement.close()
+        if not self._values_read:  # stopped between logging steps: first/last loss still count
+            self._read_step_values()
         self.checkpointer.close()
         self._tell(self.nonfinite.check(self.train_state.step, "at the end"))
         self.hook.titan_train_end(trainer=self)

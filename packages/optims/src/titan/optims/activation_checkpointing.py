@@ -7,10 +7,11 @@ checkpoint wraps the sharded block and compile traces through the wrapper.
   rest in backward.
 * ``mode = "selective"``, ``selective_ac_option = "<n>"``: full checkpointing
   of every n-th block; the others keep everything.
-* ``mode = "selective"``, ``selective_ac_option = "op"``: every block, but the
-  outputs of matmuls and attention are kept (torch's selective checkpoint
-  contexts); only the cheap element-wise work (norms, activations, rotary
-  embedding) is recomputed.
+* ``mode = "selective"``, ``selective_ac_option = "op"``: every block, with
+  torchtitan v0.2.2's per-operator policy (torch's selective checkpoint
+  contexts): the outputs of every second matmul, of attention and of ``max``
+  are kept; the other matmuls, float8 matmuls (``_scaled_mm``) and the cheap
+  element-wise work (norms, activations, rotary embedding) are recomputed.
 
 The memory it saves is measured once at build time on fake tensors (torch's
 FakeTensorMode: the device's real kernels are chosen, nothing is allocated):
@@ -35,7 +36,8 @@ class ActivationCheckpointConfig:
     """full: recompute whole blocks; selective: see selective_ac_option; none: off (then
     remove ac from the plugins)."""
     selective_ac_option: str = "op"
-    """'op': keep matmul and attention outputs, recompute the rest; '<n>' (e.g. '2'):
+    """'op': keep every second matmul and attention outputs, recompute the rest (torchtitan's
+    policy); '<n>' (e.g. '2'):
     fully checkpoint every n-th block."""
 
 
@@ -84,44 +86,87 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
 # --- what "selective per operator" keeps ------------------------------------
 
 
-def _ops_to_save() -> set[Any]:
-    """Outputs kept by per-operator checkpointing: matmuls and attention (and float8 amax)."""
+def ops_to_save() -> set[Any]:
+    """The ops whose outputs per-operator checkpointing may keep: torchtitan v0.2.2's list.
+
+    ``_op_sac_save_list`` of torchtitan's ``models/llama3/infra/parallelize.py``:
+    ``aten.mm`` (every second one only, see :func:`op_policy`), the attention
+    kernels of CUDA (flash, efficient, cuDNN, math, fused), the sequence-parallel
+    reduce-scatter, ``aten.max`` (float8 scales come from max(abs(x));
+    recomputing them could round differently), flex and variable-length
+    attention, and regions compiled by inductor. Not in it, as in torchtitan:
+    ``aten._scaled_mm`` (float8 matmuls are recomputed), ``addmm``/``bmm``, and
+    the CPU flash-attention kernel. Entries this torch lacks are left out.
+    """
     import torch
 
     aten = torch.ops.aten
-    names = (
-        "mm",
-        "addmm",
-        "bmm",
-        "_scaled_mm",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
+    found: set[Any] = set()
+
+    def add(namespace: Any, name: str, overload: str | None = "default") -> None:
+        op = getattr(namespace, name, None)
+        if op is not None and overload is not None:
+            op = getattr(op, overload, None)
+        if op is not None:
+            found.add(op)
+
+    add(aten, "mm")
+    for name in (
         "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_cudnn_attention",
         "_scaled_dot_product_attention_math",
-        # float8 scales come from max(abs(x)); recomputing them could round differently.
+        "_scaled_dot_product_fused_attention_overrideable",
         "max",
-    )
-    ops = {getattr(aten, n).default for n in names if hasattr(aten, n)}
-    # Under tensor parallel, the sequence-parallel reduce-scatter is worth keeping too.
-    funcol = getattr(torch.ops, "_c10d_functional", None)
-    if funcol is not None and hasattr(funcol, "reduce_scatter_tensor"):
-        ops.add(funcol.reduce_scatter_tensor.default)
-    return ops
+    ):
+        add(aten, name)
+    add(getattr(torch.ops, "_c10d_functional", None), "reduce_scatter_tensor")
+    add(getattr(torch.ops, "torch_attn", None), "_varlen_attn")
+    hops = getattr(torch, "_higher_order_ops", None)
+    add(hops, "flex_attention", None)
+    add(hops, "inductor_compiled_code", None)
+    return found
+
+
+def op_policy() -> Any:
+    """torchtitan's per-op policy, with fresh counters (one per checkpointed forward).
+
+    Keeps the outputs of the ops in :func:`ops_to_save`, except every second
+    ``aten.mm`` (counted separately in forward and in recomputation, as
+    torchtitan does; torch 2.15 asks in forward only and replays the choices);
+    recomputes everything else. A copy from an
+    accelerator to the CPU is always kept (torchtitan: recomputing it would
+    wait for the device).
+    """
+    import torch
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    save = ops_to_save()
+    mm = torch.ops.aten.mm.default
+    to_copy = torch.ops.aten._to_copy.default
+    counts = {"forward": 0, "recompute": 0}
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        if (
+            func == to_copy
+            and "cuda" in str(args[0].device)
+            and str(kwargs.get("device", "")) == "cpu"
+        ):
+            return CheckpointPolicy.MUST_SAVE
+        mode = "recompute" if ctx.is_recompute else "forward"
+        if func == mm:
+            counts[mode] += 1
+        keep = func in save and not (func == mm and counts[mode] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return policy
 
 
 def _op_selective_context() -> Any:
-    """A ``context_fn`` for torch's checkpoint: save matmuls/attention, recompute the rest."""
-    import functools
+    """A ``context_fn`` for torch's checkpoint: called per block forward, fresh counters each."""
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
-    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
-
-    save = _ops_to_save()
-
-    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-        return CheckpointPolicy.MUST_SAVE if op in save else CheckpointPolicy.PREFER_RECOMPUTE
-
-    return functools.partial(create_selective_checkpoint_contexts, policy)
+    return create_selective_checkpoint_contexts(op_policy())
 
 
 def wrap_block(block: Any, per_op: bool) -> Any:
@@ -129,9 +174,7 @@ def wrap_block(block: Any, per_op: bool) -> Any:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     if per_op:
-        return checkpoint_wrapper(
-            block, context_fn=_op_selective_context(), preserve_rng_state=False
-        )
+        return checkpoint_wrapper(block, context_fn=_op_selective_context, preserve_rng_state=False)
     return checkpoint_wrapper(block, preserve_rng_state=False)
 
 
@@ -224,7 +267,11 @@ def _describe(c: ActivationCheckpointConfig) -> str:
     if c.mode == "full":
         return "full"
     every = layer_frequency(c.selective_ac_option)
-    return "selective per op (keeps matmuls, attention)" if every is None else f"every {every}"
+    return (
+        "selective per op (keeps every second matmul, attention)"
+        if every is None
+        else f"every {every}"
+    )
 
 
 @hookimpl

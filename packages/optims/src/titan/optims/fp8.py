@@ -161,6 +161,21 @@ def _follow_cpu_autocast(module: Any, args: tuple) -> tuple | None:
     return None
 
 
+def use_inductor_precision_casts() -> None:
+    """Make compiled float8 rowwise casts round as in eager (torchtitan's workaround).
+
+    Without it, inductor fuses the rowwise scaling and the cast to float8
+    without the intermediate rounding eager does, and rowwise runs with
+    torch.compile can produce NaN losses (pytorch#150859, torchtitan#1056).
+    torchtitan sets ``torch._inductor.config.emulate_precision_casts`` for the
+    rowwise recipe; so does titan. It is a process-wide inductor setting that
+    only changes compiled code.
+    """
+    import torch._inductor.config
+
+    torch._inductor.config.emulate_precision_casts = True
+
+
 @hookimpl(tryfirst=True)
 def titan_convert_model(model: Any, config: Any, parallel: Any) -> None:
     """Swap the qualifying ``nn.Linear`` layers for ``Float8Linear`` (meta device)."""
@@ -169,6 +184,8 @@ def titan_convert_model(model: Any, config: Any, parallel: Any) -> None:
     from torchao.float8.float8_linear import Float8Linear
 
     c = config.fp8
+    if c.recipe_name == "rowwise":
+        use_inductor_precision_casts()
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     convert_to_float8_training(
         model,

@@ -5,8 +5,11 @@ mesh dimension; with ``data_parallel_replicate_degree > 1`` the mesh is the
 2-D ``(dp_replicate, dp_shard)`` mesh and FSDP2 does hybrid sharding (shard
 within a group, all-reduce gradients across groups). Sharding per block first
 lets FSDP2 all-gather one block's weights at a time and overlap that with
-the previous block's compute; the root call then covers what is left
-(embeddings, final norm, output projection).
+the previous block's compute. As in torchtitan v0.2.2, the token embeddings
+are a unit of their own and the final norm with the output projection another
+(so neither stays gathered from the first forward to the end of backward, and
+their gradients are reduce-scattered while the blocks' backward still runs);
+the root call then covers what is left (buffers).
 
 Other plugins rely on :func:`apply_fsdp` (tensor parallel for 2-D, float8
 all-gather), so its signature is kept stable.
@@ -81,18 +84,30 @@ def apply_fsdp(
     reduced in (fp32 keeps the sum accurate). No gradient divide factor is
     set: gloo has no PREMUL_SUM, and FSDP2's default averaging is correct.
     """
+    from torch import nn
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    always = reshard_after_forward is True or reshard_after_forward == "always"
+    never = reshard_after_forward is False or reshard_after_forward == "never"
+    embeddings = getattr(model, "tok_embeddings", None)
+    if isinstance(embeddings, nn.Module):
+        # Its own unit: gathered for the first forward and freed right after it, and
+        # its gradient reduce-scattered as soon as backward reaches it.
+        fully_shard(embeddings, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=not never)
     blocks = _blocks(model)
     for block, reshard in zip(
         blocks, _reshard_flags(reshard_after_forward, len(blocks)), strict=True
     ):
         fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard)
-    # The root's gathered weights (embeddings, norm, output) are used again right
-    # away by backward; "never"/"default" keep them, "always" frees them.
-    root_reshard = reshard_after_forward is True or reshard_after_forward == "always"
-    fully_shard(model, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=root_reshard)
+    head = [getattr(model, name, None) for name in ("norm", "output")]
+    if all(isinstance(m, nn.Module) for m in head):
+        # One unit for the head: backward starts with it, so by default its gathered
+        # weights are kept from forward (torchtitan's choice); its gradients are
+        # reduce-scattered while the blocks' backward runs, not at the very end.
+        fully_shard(head, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=always)
+    # The root now holds only what is left (buffers such as the rotary table).
+    fully_shard(model, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=always)
     return model
 
 

@@ -147,10 +147,11 @@ class ParallelismSection:
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
     """Free gathered weights after forward: default = every block but the last,
     always = all (least memory), never = none (no all-gather in backward)."""
-    init_full_model_on_rank0: bool = True
-    """Initialise the whole model on rank 0's CPU and scatter it to the shards, so the
-    weights are the same for any number of ranks. Needs the full fp32 model in rank 0's
-    memory; set false for models that do not fit (each rank then initialises its own shards)."""
+    init_full_model_on_rank0: bool | Literal["auto"] = "auto"
+    """true: rank 0 initialises the whole model on its CPU and scatters it to the shards, so
+    the weights are the same for any number of ranks (needs the full fp32 model in rank 0's
+    memory); false: every rank initialises its own shards on its device; auto: true for
+    models up to 1B parameters, false above and when a checkpoint provides the weights."""
 
 
 @dataclass

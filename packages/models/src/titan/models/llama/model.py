@@ -1,7 +1,8 @@
 """The Llama transformer, single-device and plain (after Meta's reference and torchtitan).
 
-RMSNorm, rotary position embeddings (complex form, optional Llama 3.1
-scaling), grouped-query attention through ``scaled_dot_product_attention``,
+RMSNorm (computed in float32, keeping only its input for backward), rotary
+position embeddings (complex form, optional Llama 3.1 scaling),
+grouped-query attention through ``scaled_dot_product_attention(enable_gqa=True)``,
 SwiGLU feed-forward. Parallelism, checkpointing, compilation and float8 are
 applied from outside by plugins; nothing here knows about them. Blocks live
 in ``model.layers`` (a ModuleDict keyed "0", "1", ...) so plugins can wrap or
@@ -65,6 +66,47 @@ def apply_rotary_emb(
     return xq_out.type_as(xq), xk_out.type_as(xk)
 
 
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm in float32 that keeps only the input (in its own dtype) for backward.
+
+    ``F.rms_norm(x.float(), ...)`` would keep float32 copies of a bf16 input
+    for backward: two bytes more per element on the fused path, three full
+    float32 copies (12 bytes per element) on the composite one (CPU, or input
+    and weight of different dtypes). Here the forward is the same call (same
+    values, bit for bit) and backward upcasts the saved input again. The
+    gradients are the analytic RMSNorm gradients in float32: equal to what
+    autograd would compute up to floating-point reordering.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).type_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # noqa: ANN001
+        x, weight = ctx.saved_tensors
+        xf = x.float()
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + ctx.eps)
+        xhat = xf * rstd
+        g = grad.float()
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (g * xhat).flatten(0, -2).sum(0).to(weight.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            gxhat = g * weight.float()
+            grad_x = rstd * (gxhat - xhat * (gxhat * xhat).mean(-1, keepdim=True))
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_w, None
+
+
+def _distributed(t: torch.Tensor) -> bool:
+    """A DTensor (it has placements on a device mesh), told apart without importing it."""
+    return hasattr(t, "placements")
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -72,6 +114,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _distributed(x) and not _distributed(self.weight):
+            return _RMSNormFunction.apply(x, self.weight, self.eps)
+        # Tensor-parallel DTensors (sequence parallel): autograd's own path, whose weight
+        # gradient DTensor knows how to reduce.
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
     def reset_parameters(self) -> None:
@@ -96,12 +142,15 @@ class Attention(nn.Module):
         xk = self.wk(x).view(bs, seqlen, -1, self.head_dim)
         xv = self.wv(x).view(bs, seqlen, -1, self.head_dim)
         xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
-        repeats = xq.shape[2] // xk.shape[2]
-        if repeats > 1:  # grouped-query attention: share each kv head with `repeats` q heads
-            xk = xk.repeat_interleave(repeats, dim=2)
-            xv = xv.repeat_interleave(repeats, dim=2)
+        # Grouped-query attention: SDPA shares each kv head with its group of q heads
+        # itself (enable_gqa), with no repeated copy of k and v.
+        gqa = xq.shape[2] != xk.shape[2]
         out = F.scaled_dot_product_attention(
-            xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2), is_causal=True
+            xq.transpose(1, 2),
+            xk.transpose(1, 2),
+            xv.transpose(1, 2),
+            is_causal=True,
+            enable_gqa=gqa,
         )
         return self.wo(out.transpose(1, 2).reshape(bs, seqlen, -1))
 
