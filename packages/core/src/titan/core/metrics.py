@@ -65,7 +65,5 @@ class StepTimer:
             "tokens_per_second": self._tokens / self._time if self._time else 0.0,
             "step_time": self._time / self._steps if self._steps else 0.0,
         }
-        if torch.cuda.is_available():
-            out["memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self._tokens, self._time, self._steps = 0, 0.0, 0
         return out

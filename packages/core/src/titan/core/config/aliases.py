@@ -93,8 +93,6 @@ CORE_ALIASES: list[ConfigAlias] = [
     _ignored("metrics.rank_0_only", "titan always logs from rank 0"),
     _ignored("metrics.save_for_all_ranks", "titan always logs from rank 0"),
     _ignored("model.norm_type", "Llama uses RMSNorm"),
-    _ignored("comm.train_timeout_seconds", "titan uses torch's default collective timeout"),
-    _ignored("comm.init_timeout_seconds", "titan uses torch's default collective timeout"),
     _ignored("checkpoint.export_dtype", "titan saves full state; `titan convert` exports weights"),
     _ignored(
         "checkpoint.last_save_model_only",

@@ -55,7 +55,6 @@ ERAS: tuple[Era, ...] = (
             "job.print_config",
             "job.custom_config_module",
             "validation.freq",
-            "comm.",
             "fault_tolerance.",
         ),
     ),
