@@ -6,7 +6,11 @@ torchrun (``python -m torch.distributed.run``), which starts ``--nproc``
 ranks per machine, each running ``python -m titan.core.train
 <dump_folder>/job_config.toml``. Several machines meet at a c10d rendezvous:
 run the same command on each with ``--nnodes N`` and
-``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md).
+``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md). titan runs
+torchrun through ``titan.backends.torchrun`` (same arguments), which prints a
+rank's user error once instead of torchrun's ChildFailedError traceback.
+Before anything starts, :meth:`LocalBackend.check` runs every check the config,
+the process count and this machine's files allow.
 
 Ctrl-C (SIGINT) or SIGTERM to ``titan`` is passed to torchrun, which passes
 it to every rank and kills those that do not stop within its grace period;
