@@ -6,7 +6,11 @@ torchrun (torch's elastic agent), which starts ``--nproc``
 ranks per machine, each running ``python -m titan.core.train
 <dump_folder>/job_config.toml``. Several machines meet at a c10d rendezvous:
 run the same command on each with ``--nnodes N`` and
-``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md).
+``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md). titan runs
+torchrun through ``titan.backends.torchrun`` (same arguments), which prints a
+rank's user error once instead of torchrun's ChildFailedError traceback.
+Before anything starts, :meth:`LocalBackend.check` runs every check the config,
+the process count and this machine's files allow.
 
 torchrun runs through :mod:`titan.backends.torchrun_agent` (torchrun's own
 agent with titan's exit codes). Ctrl-C (SIGINT) to ``titan`` is passed to it,
