@@ -103,6 +103,29 @@ def instrument(recorder: StepRecorder) -> None:
         fn = getattr(funcol, name)
         if callable(fn) and name.startswith(("all_", "reduce_scatter", "broadcast", "permute")):
             setattr(funcol, name, _counting(recorder, f"funcol.{name}", fn))
+    _count_stop_agreement(recorder)
+
+
+def _count_stop_agreement(recorder: StepRecorder) -> None:
+    """The ranks' agreement on a stop signal, counted as itself rather than as its parts.
+
+    Once per step on several ranks, ``faults.StopAgreement.poll`` starts a 4-byte
+    all-reduce of a CPU flag on its own gloo group without waiting for it and reads
+    the previous round's result (already there): no device work, no device sync.
+    The test allows exactly this beside FSDP's collectives (docs/reliability.md).
+    """
+    from titan.core import faults
+
+    original = faults.StopAgreement.poll
+
+    def poll(self: Any) -> int:
+        with recorder.paused():
+            result = original(self)
+        if recorder.on and self._group is not None:
+            recorder.counts[recorder.step]["stop_agreement.poll"] += 1
+        return result
+
+    faults.StopAgreement.poll = poll
 
 
 class PausedLoader:

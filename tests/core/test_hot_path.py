@@ -60,9 +60,9 @@ def test_one_process_reads_the_device_on_logging_steps_only(tmp_path: Path) -> N
     steps = {int(s): c for s, c in record["steps"].items()}
     for step in (2, 4, 5):
         assert steps.get(step, {}) == {}, (step, steps.get(step))
-    # A logging step reads the device once for its values: loss and grad norm.
+    # A logging step reads its values: loss and grad norm, and the non-finite gradient count.
     for step in (3, 6):
-        assert steps[step] == {"aten._local_scalar_dense": 2}, (step, steps[step])
+        assert steps[step] == {"aten._local_scalar_dense": 3}, (step, steps[step])
 
 
 def test_two_fsdp_ranks_add_no_collective_between_logging_steps(tmp_path: Path) -> None:
@@ -73,16 +73,18 @@ def test_two_fsdp_ranks_add_no_collective_between_logging_steps(tmp_path: Path) 
         steps = {int(s): c for s, c in record["steps"].items()}
         quiet = steps[3]  # the one step that is not logged
         assert syncs(quiet) == 0, (rank, quiet)
-        # FSDP's all-gathers and reduce-scatters, and the gradient norm's single
-        # all-reduce (clipping needs the global norm every step, as in torchtitan).
-        assert set(quiet) == FSDP_OWN | {"funcol.all_reduce"}, (rank, quiet)
+        # FSDP's all-gathers and reduce-scatters, the gradient norm's single all-reduce
+        # (clipping needs the global norm every step, as in torchtitan), and the stop
+        # agreement (a non-blocking 4-byte CPU all-reduce on its own gloo group).
+        assert set(quiet) == FSDP_OWN | {"funcol.all_reduce", "stop_agreement.poll"}, (rank, quiet)
+        assert quiet["stop_agreement.poll"] == 1, (rank, quiet)
         for step, counts in steps.items():
             assert counts["funcol.all_reduce"] == 1, (rank, step, counts)  # norm reduced once
             logged = step in (1, 2, 4, 5)
             # One all-reduce carries all of a logging step's values; none otherwise.
             assert counts.get("c10d.allreduce_", 0) == int(logged), (rank, step, counts)
             if logged and step > 1:
-                assert counts["aten._local_scalar_dense"] == 2, (rank, step, counts)
+                assert counts["aten._local_scalar_dense"] == 3, (rank, step, counts)
 
 
 def test_clipping_with_one_norm_is_torchs_clipping() -> None:

@@ -166,6 +166,8 @@ class LocalBackend:
         """
         nproc = self.nproc(job)
         check_launch(job, nproc)
+        if nproc > 1 or job.config.launch.nnodes > 1:
+            self.command(job, nproc)  # its checks (rendezvous address, restarts) raise here
         if job.config.launch.nnodes == 1:  # the ranks read this machine's files
             check_files_here(job)
         return nproc

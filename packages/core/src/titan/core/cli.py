@@ -175,7 +175,8 @@ def run(
         f"[bold]titan[/] {job.config.model.name}/{job.config.model.flavor} "
         f"backend={chosen.name} plugins={escape(active or '(none)')} dump_folder={job.dump_folder}"
     )
-    code = chosen.launch(job, dry_run=dry_run, wait=wait)
+    # ``wait`` only when asked: a backend written before --wait existed still launches.
+    code = chosen.launch(job, dry_run=dry_run, **({"wait": True} if wait else {}))
     if code:
         raise typer.Exit(code)
 

@@ -567,7 +567,6 @@ class Trainer:
         if not self._values_read:  # stopped between logging steps: first/last loss still count
             self._read_step_values()
         self.checkpointer.close()
-        self._tell(self.nonfinite.check(self.train_state.step, "at the end"))
         self.hook.titan_train_end(trainer=self)
         return {
             "first_loss": self.first_loss,
