@@ -15,9 +15,7 @@ reference every distributed run is compared with.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,68 +25,21 @@ from pathlib import Path
 
 import pytest
 
-SEQ_LEN = 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exact_runs import exact_args as exact_overrides  # noqa: E402
+from exact_runs import read_losses, titan_cmd, titan_env, write_one_window_corpus  # noqa: E402
+from exact_runs import run_titan as _run_titan  # noqa: E402
+
 REFERENCE_STEPS = 20
-WORDS = (
-    "the and to of you my that in is not with me it for be his your this but he have as "
-    "thou so him will what by thy all her do no shall if are we our on lord now good from "
-    "at they come o sir more let"
-)
-
-
-def titan_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # One thread per rank and no spinning: the machine has 2 cores shared by all ranks.
-    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
-    return env
-
-
-def titan_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "titan.core.cli", "run", *args]
 
 
 def run_titan(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     """Run ``titan run ARGS`` to completion; fail the test with its output if it fails."""
-    proc = subprocess.run(
-        titan_cmd(*args), env=titan_env(), capture_output=True, text=True, timeout=timeout
-    )
+    proc = _run_titan(*args, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"titan run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def read_losses(dump_folder: Path, skip_lines: int = 0) -> dict[int, float]:
-    """step -> loss from the run's metrics.jsonl, ignoring its first ``skip_lines`` records."""
-    out: dict[int, float] = {}
-    lines = (dump_folder / "metrics.jsonl").read_text().splitlines()[skip_lines:]
-    for line in lines:
-        rec = json.loads(line)
-        out[rec["step"]] = rec["loss"]
-    return out
-
-
-def write_one_window_corpus(path: Path, n_docs: int = 200, seq_len: int = SEQ_LEN) -> Path:
-    """A JSON-lines corpus whose every document tokenizes to exactly one training window.
-
-    Each document is BOS + ``seq_len - 1`` single-token words + EOS = ``seq_len + 1``
-    tokens, so packing never joins documents and sample i is document i. Data-parallel
-    ranks take documents round-robin, so with ``local_batch_size=1`` two ranks see
-    documents (0, 1), (2, 3)... per step, as one process does with 2 micro-batches.
-    """
-    from titan.core.tokenizers import load_tokenizer
-
-    tok = load_tokenizer("")
-    words = [w for w in WORDS.split() if len(tok.encode(" " + w)) == 1]
-    assert len(words) >= 20, f"too few single-token words in the bundled tokenizer: {words}"
-    rng = random.Random(1234)
-    lines = []
-    for _ in range(n_docs):
-        text = " " + " ".join(rng.choice(words) for _ in range(seq_len - 1))
-        assert len(tok.encode(text, bos=True, eos=True)) == seq_len + 1
-        lines.append(json.dumps({"text": text}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @dataclass
@@ -102,18 +53,7 @@ class Run:
 def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Overrides shared by every run that is compared bitwise with the reference."""
     corpus = write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
-    return [
-        "--model.flavor=debug",
-        f"--training.seq_len={SEQ_LEN}",
-        "--training.local_batch_size=1",
-        "--training.global_batch_size=2",
-        f"--training.dataset_path={corpus}",
-        "--training.mixed_precision_param=float32",
-        "--training.max_norm=0",
-        "--lr_scheduler.warmup_steps=2",
-        "--lr_scheduler.decay_type=none",
-        "--metrics.log_freq=1",
-    ]
+    return [*exact_overrides(corpus), "--training.global_batch_size=2"]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from titan.core.checkpoint import complete_checkpoints
+from titan.core.folders import complete_checkpoints
 
 _TMP = re.compile(r"^step-(\d+)\.tmp$")
 

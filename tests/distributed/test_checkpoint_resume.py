@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from titan.core.checkpoint import complete_checkpoints
+from titan.core.folders import complete_checkpoints
 
 
 def _same_bits(resumed: dict[int, float], reference: dict[int, float], steps: range) -> None:

@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_helpers import (  # noqa: E402
     REFERENCE_STEPS,
-    SEQ_LEN,
     metrics_lines,
     read_losses,
     run_titan,
@@ -24,6 +23,7 @@ from fault_helpers import (  # noqa: E402
     titan_env,
     write_one_window_corpus,
 )
+from fault_helpers import exact_args as exact_overrides  # noqa: E402
 
 
 @dataclass
@@ -36,18 +36,7 @@ class Run:
 @pytest.fixture(scope="session")
 def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     corpus = write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
-    return [
-        "--model.flavor=debug",
-        f"--training.seq_len={SEQ_LEN}",
-        "--training.local_batch_size=1",
-        "--training.global_batch_size=2",
-        f"--training.dataset_path={corpus}",
-        "--training.mixed_precision_param=float32",
-        "--training.max_norm=0",
-        "--lr_scheduler.warmup_steps=2",
-        "--lr_scheduler.decay_type=none",
-        "--metrics.log_freq=1",
-    ]
+    return [*exact_overrides(corpus), "--training.global_batch_size=2"]
 
 
 @pytest.fixture(scope="session")

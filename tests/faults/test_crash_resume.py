@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fault_helpers import REFERENCE_STEPS, metrics_lines
 
-from titan.core.checkpoint import complete_checkpoints
+from titan.core.folders import complete_checkpoints
 
 _TMP = re.compile(r"^step-(\d+)\.tmp$")
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from fault_helpers import REFERENCE_STEPS, titan_env
 
-from titan.core.checkpoint import complete_checkpoints
+from titan.core.folders import complete_checkpoints
 
 PLUGIN = '''
 """nan-inject: fills one gradient with NaN at [nan_inject] step (a test plugin)."""

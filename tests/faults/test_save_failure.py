@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from fault_helpers import titan_cmd, titan_env
 
-from titan.core.checkpoint import complete_checkpoints
+from titan.core.folders import complete_checkpoints
 
 LIMIT = 4 * 2**20  # the debug model's checkpoint is about 70 MB; logs and configs are tiny
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from fault_helpers import REFERENCE_STEPS, wait_for_steps
 
-from titan.core.checkpoint import complete_checkpoints
 from titan.core.errors import EXIT_STOPPED_RESUMABLE
+from titan.core.folders import complete_checkpoints
 
 STOPPED = re.compile(
     r"stopped at step (\d+) on (SIG\w+): checkpoint (\S+) complete ([\d.]+) s after the signal"

@@ -70,18 +70,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def exact_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    corpus = dist.write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
-    return [
-        "--model.flavor=debug",
-        f"--training.seq_len={dist.SEQ_LEN}",
-        "--training.local_batch_size=1",
-        f"--training.dataset_path={corpus}",
-        "--training.mixed_precision_param=float32",
-        "--training.max_norm=0",
-        "--lr_scheduler.warmup_steps=2",
-        "--lr_scheduler.decay_type=none",
-        "--metrics.log_freq=1",
-    ]
+    return dist.exact_args(
+        dist.write_one_window_corpus(tmp_path_factory.mktemp("corpus") / "train.jsonl")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Imported by conftest.py and the test files after putting this folder on ``sys.pa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -27,17 +26,8 @@ STEPS = 20
 """Steps of the parity and requeue jobs (and of the local reference run)."""
 
 
-def _distributed_helpers():
-    """tests/distributed/conftest.py's corpus writer and exact-run settings, loaded by path."""
-    path = REPO / "tests" / "distributed" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("titan_tests_distributed_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-dist = _distributed_helpers()
+sys.path.insert(0, str(REPO / "tests"))
+import exact_runs as dist  # noqa: E402  (the corpus writer and exact-run settings)
 
 
 def titan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -61,12 +61,12 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.checkpoint.stateful import Stateful
 
 from titan.core.errors import ConfigError, TitanError
+from titan.core.folders import complete_checkpoints
 
 # DCP warns on every save without a process group, also from async saves' threads, which
 # quiet_single_process() cannot reach; one process is a normal case here.
 warnings.filterwarnings("ignore", message=".*assuming the intent is to.*single process")
 
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_DIR = re.compile(r"^step-(\d+)\.tmp$")
 
 # States the trainer cannot run without; anything else (plugins' extra state)
@@ -296,18 +296,6 @@ def _barrier() -> None:
 
 def _is_main() -> bool:
     return not _distributed() or dist.get_rank() == 0
-
-
-def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint in ``folder``, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        m = _STEP_DIR.match(p.name)
-        if m and p.is_dir() and (p / ".metadata").is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
 
 
 def _save_cause(exc: BaseException) -> str:

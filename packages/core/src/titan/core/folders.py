@@ -70,16 +70,26 @@ def check_folders(config: Any) -> None:
         )
 
 
-def saved_steps(folder: Path) -> list[int]:
-    """Steps of the complete checkpoints (``step-<N>`` with DCP's ``.metadata``), oldest first."""
+def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in ``folder``, oldest first.
+
+    A checkpoint is a ``step-<N>`` folder; it is complete once DCP's
+    ``.metadata`` is in it (written last). Torch-free, so the CLI's checks
+    before launch and the trainer list checkpoints the same way.
+    """
     if not folder.is_dir():
         return []
-    steps = []
+    found = []
     for p in folder.iterdir():
         m = _STEP.match(p.name)
-        if m and (p / ".metadata").is_file():
-            steps.append(int(m.group(1)))
-    return sorted(steps)
+        if m and p.is_dir() and (p / ".metadata").is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def saved_steps(folder: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``folder``, oldest first."""
+    return [step for step, _ in complete_checkpoints(folder)]
 
 
 def _logged_steps(path: Path) -> int:

@@ -393,18 +393,15 @@ def check_files_here(job: Job) -> None:
 def _check_load_step(c: JobConfig) -> None:
     """``checkpoint.load_step`` names a checkpoint that exists (the ranks would find out late).
 
-    Complete checkpoints are ``step-<N>`` folders holding DCP's ``.metadata``
-    (see ``titan.core.checkpoint``); listed here without importing torch.
+    Listed with :func:`titan.core.folders.saved_steps`, without importing torch.
     """
+    from titan.core.folders import saved_steps
+
     ck = c.checkpoint
     if not ck.enable_checkpoint or ck.load_step in (-1, 0):
         return
     folder = Path(c.job.dump_folder) / ck.folder
-    steps = sorted(
-        int(p.name.removeprefix("step-"))
-        for p in (folder.glob("step-*") if folder.is_dir() else ())
-        if p.name.removeprefix("step-").isdigit() and (p / ".metadata").is_file()
-    )
+    steps = saved_steps(folder)
     if not steps:
         raise ConfigError(
             f"checkpoint.load_step is {ck.load_step} but '{folder}' holds no complete "

@@ -82,13 +82,9 @@ class TitanResult:
     @property
     def checkpoints(self) -> dict[int, Path]:
         """``{step: folder}`` of the complete checkpoints of the run (default folder)."""
-        folder = self.dump_folder / "checkpoint"
-        found = {}
-        for p in folder.iterdir() if folder.is_dir() else ():
-            m = re.fullmatch(r"step-(\d+)", p.name)
-            if m and (p / ".metadata").is_file():
-                found[int(m.group(1))] = p
-        return dict(sorted(found.items()))
+        from titan.core.folders import complete_checkpoints
+
+        return dict(complete_checkpoints(self.dump_folder / "checkpoint"))
 
     def checkpoint_state(self, step: int, name: str) -> dict[str, Any]:
         """The state saved under ``name`` (a plugin's) in checkpoint ``step``, as plain tensors."""

@@ -22,10 +22,10 @@ from titan.core.checkpoint import (
     ModelState,
     OptimizerState,
     RankLocalState,
-    complete_checkpoints,
 )
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import ConfigError, PluginError
+from titan.core.folders import complete_checkpoints
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
 from titan.core.launch import Job, promote_config
