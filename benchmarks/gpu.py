@@ -10,7 +10,11 @@ results. Each set is a real `titan run` (see throughput.py); with two or more
 GPUs the float8 all-gather set (fp8-ag, which needs FSDP) runs on all of them.
 Results (tokens/s per device, TFLOP/s, MFU against the device's peak, peak
 reserved memory, final loss) are printed and written to benchmarks/RESULTS.md
-with the hardware. It needs a GPU: on a CPU it says so and stops.
+with the hardware.
+
+It needs a GPU. ``--cpu-check`` runs the same sets on a CPU at a small shape
+(dim 256, 2 layers, 2 processes standing in for 2 GPUs) and only prints the
+table: GPU time is lent rarely, so the script is checked here first.
 """
 
 from __future__ import annotations
@@ -28,11 +32,17 @@ from throughput import HEADER, row, run_set, summarize
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def model_file(folder: Path, layers: int) -> Path:
+CPU_CHECK_SHAPE = {"dim": 256, "n_heads": 8, "n_kv_heads": 2, "multiple_of": 256}
+"""--cpu-check: 8B's head ratio (4 query heads per KV head) at a width a CPU trains in seconds."""
+
+
+def model_file(folder: Path, layers: int, cpu_check: bool = False) -> Path:
     """A titan_model.json (model.flavor accepts one) with 8B's shape and ``layers`` layers."""
     from titan.models.llama.args import LLAMA3_FLAVORS
 
     args = dataclasses.replace(LLAMA3_FLAVORS["8B"], n_layers=layers)
+    if cpu_check:
+        args = dataclasses.replace(args, **CPU_CHECK_SHAPE)
     path = folder / "titan_model.json"
     path.write_text(json.dumps({"family": "llama3", "flavor": None, "args": args.to_dict()}))
     return path
@@ -45,17 +55,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--seq-len", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--cpu-check",
+        action="store_true",
+        help="run the sets on a CPU at a small shape, print the table, write nothing",
+    )
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
 
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py needs a GPU; on a CPU run benchmarks/throughput.py")
-    gpus = torch.cuda.device_count()
-    device = torch.cuda.get_device_name()
+    if args.cpu_check:
+        args.layers, args.seq_len, args.steps, args.warmup = 2, 128, 6, 2
+        gpus, device = 2, "CPU check: gloo processes standing in for GPUs,"
+    elif not torch.cuda.is_available():
+        sys.exit(
+            "benchmarks/gpu.py needs a GPU; on a CPU run benchmarks/throughput.py, or "
+            "benchmarks/gpu.py --cpu-check to check this script"
+        )
+    else:
+        gpus = torch.cuda.device_count()
+        device = torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as tmp:
-        flavor = model_file(Path(tmp), args.layers)
+        flavor = model_file(Path(tmp), args.layers, args.cpu_check)
         common = [
             f"--model.flavor={flavor}",
             f"--training.seq_len={args.seq_len}",
@@ -70,13 +92,20 @@ def main() -> None:
                 (f"compile+fp8+fp8-ag x{gpus}", "compile,fp8,fp8-ag", gpus),
             ]
         lines = [HEADER]
-        print(f"{device} x{gpus}; Llama 3 8B shape with {args.layers} of 32 layers")
+        shape = "small shape (dim 256)" if args.cpu_check else "Llama 3 8B shape"
+        print(f"{device} x{gpus}; {shape} with {args.layers} of 32 layers")
         print(HEADER)
+        failed = []
         for name, plugins, nproc in sets:
             records = run_set(plugins, args.steps, nproc, common)
             if records:
                 lines.append(row(name, summarize(records, args.warmup)))
                 print(lines[-1], flush=True)
+            else:
+                failed.append(name)
+    if args.cpu_check:
+        print("CPU check: nothing written to benchmarks/RESULTS.md")
+        sys.exit(f"failed sets: {', '.join(failed)}" if failed else 0)
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     RESULTS.write_text(
         "# GPU benchmark results\n\n"
@@ -90,6 +119,8 @@ def main() -> None:
         "```\n" + "\n".join(lines) + "\n```\n"
     )
     print(f"wrote {RESULTS}")
+    if failed:
+        sys.exit(f"failed sets: {', '.join(failed)} (their errors are above)")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,17 @@
     uv run python benchmarks/startup.py            # median of 5 runs each
     uv run python benchmarks/startup.py --repeat 9
 
-Whole processes, as a user waits for them (interpreter start included).
-Also the CPU time (user + system) of each, which a busy shared machine
-inflates far less than wall time. Time to first step: from starting
+Whole processes, as a user waits for them (interpreter start included),
+after one untimed run of each (a user's second start: files in the page
+cache, ``.pyc`` files written). Also the CPU time (user + system) of each,
+which a busy shared machine inflates far less than wall time.
+
+Byte code matters more than anything titan does: without ``.pyc`` files
+Python compiles every imported module's source at each start (about 4 s for
+torch's imports). ``uv sync`` writes them for the installed packages
+(``compile-bytecode`` in pyproject.toml); the script prints whether Python
+may also write them for titan's own sources (``PYTHONDONTWRITEBYTECODE``
+forbids it on some machines, CI's among them). Time to first step: from starting
 `titan run` (the default debug job, one process) to its first log line
 (step 1 done), read from the `elapsed` of step 1 in metrics.jsonl plus the
 wall time until training started.
@@ -63,16 +71,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    writes = "no (PYTHONDONTWRITEBYTECODE)" if sys.dont_write_bytecode else "yes"
+    print(f"python {sys.version.split()[0]}; .pyc written for titan's sources: {writes}")
     print(f"{'command':<28} {'wall s (median)':>16} {'CPU s (median)':>15}")
     for name, cmd in (
         ("titan --help", [*TITAN, "--help"]),
         ("titan plugins list", [*TITAN, "plugins", "list"]),
         ("titan models list", [*TITAN, "models", "list"]),
     ):
+        timed(cmd)  # untimed: page cache and byte code, as for any second start
         runs = [timed(cmd) for _ in range(args.repeat)]
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         print(f"{name:<28} {wall:>16.2f} {cpu:>15.2f}", flush=True)
+    first_step()  # untimed, as above
     to_first, step1 = first_step()
     print(
         f"{'titan run: to first step':<28} {to_first:>16.2f} {'':>15}  (step 1 itself {step1:.2f} s)"

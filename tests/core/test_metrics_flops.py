@@ -64,6 +64,28 @@ def test_cpu_peak_is_probed_once_and_cached(tmp_path: Path, monkeypatch) -> None
     assert cpu_peak("float32", seconds=0.1) == first  # read back, not measured again
 
 
+def test_a_cached_cpu_peak_below_the_runs_own_speed_is_measured_again(tmp_path: Path) -> None:
+    """A probe taken on a busy CPU is too low; the next run notices, measures again, says so."""
+    env = {**os.environ, "TITAN_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "titan.core.cli", "run", "--training.steps=2"]
+    cmd += ["--metrics.log_freq=1", "--training.seq_len=64", "--training.local_batch_size=2"]
+    first = subprocess.run([*cmd, f"--job.dump_folder={tmp_path / 'a'}"], env=env, text=True)
+    assert first.returncode == 0
+    cache = tmp_path / "home" / "cache" / "cpu_peak.json"
+    probed = json.loads(cache.read_text())
+    cache.write_text(json.dumps({k: 1e-9 for k in probed}))  # as if probed while starved
+
+    second = subprocess.run(
+        [*cmd, f"--job.dump_folder={tmp_path / 'b'}"], env=env, capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr
+    assert "was below this run's own speed" in second.stderr
+    assert "measured again" in second.stderr
+    assert all(v > 1e-6 for v in json.loads(cache.read_text()).values())  # the cache is fixed
+    records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["mfu"] < 100 for r in records), records
+
+
 @pytest.fixture(scope="module")
 def tp2_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     dump = tmp_path_factory.mktemp("tp2")

@@ -322,7 +322,7 @@ def _registered_by(host, hook: str, registry: Any, entries: Callable[[Any], dict
 
 @models_app.command("list")
 def models_list() -> None:
-    """Model families and flavors, with parameter counts computed on the meta device.
+    """Model families and flavors, with parameter counts computed from their shapes.
 
     Families and flavors of every installed plugin, titan's and third parties', with the
     plugin that registered each.

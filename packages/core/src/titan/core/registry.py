@@ -52,6 +52,11 @@ class ModelFamily:
     builder understands). ``builder`` is ``"module:callable"``; calling it
     with the args returns an ``nn.Module`` that has ``init_weights()``.
 
+    ``parameter_count`` (optional, ``"module:callable"``) counts the parameters
+    of a model built with given args from the args alone. ``titan models list``
+    uses it so that listing needs no torch (importing torch is most of a
+    second or more); without it the count comes from a build on the meta device.
+
     ``args_from_dict`` (optional, ``"module:callable"``) turns a dict into an
     args object. With it, ``model.flavor`` may also be the path of a JSON file
     whose ``"args"`` key holds that dict (``titan convert hf-to-titan`` writes
@@ -64,6 +69,7 @@ class ModelFamily:
     builder: str
     description: str = ""
     args_from_dict: str = ""
+    parameter_count: str = ""
 
     def build(self, args: Any) -> Any:
         return import_object(self.builder)(args)

@@ -28,6 +28,7 @@ from titan.core.errors import ConfigError, PluginError
 from titan.core.folders import complete_checkpoints
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
+from titan.core.host_malloc import keep_freed_host_memory
 from titan.core.launch import Job, promote_config
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
@@ -96,6 +97,8 @@ class Trainer:
             c.parallelism.tensor_parallel_degree,
         )
         self.device = self.parallel.device
+        if self.device.type == "cpu":
+            keep_freed_host_memory()  # no page faults for each step's buffers (host_malloc.py)
         faults.set_collective_timeouts(c.comm.init_timeout_seconds)
         faults.install_stop_handlers()  # before the (long) build: a signal then stops at step 1
         self.stop_agreement = faults.StopAgreement(self.parallel.world_size)

@@ -23,6 +23,7 @@ AUTOLOAD = True
 
 _BUILDER = "titan.models.llama.model:build_llama"
 _ARGS_FROM_DICT = "titan.models.llama.args:LlamaArgs.from_dict"
+_PARAMETER_COUNT = "titan.models.llama.args:parameter_count"
 
 
 @hookimpl
@@ -34,6 +35,7 @@ def titan_register_models(registry: ModelRegistry) -> None:
             _BUILDER,
             "Llama 3 / 3.1 (GQA, rope theta 500000)",
             args_from_dict=_ARGS_FROM_DICT,
+            parameter_count=_PARAMETER_COUNT,
         )
     )
     registry.add_family(
@@ -43,6 +45,7 @@ def titan_register_models(registry: ModelRegistry) -> None:
             _BUILDER,
             "Llama 2 (rope theta 10000)",
             args_from_dict=_ARGS_FROM_DICT,
+            parameter_count=_PARAMETER_COUNT,
         )
     )
 

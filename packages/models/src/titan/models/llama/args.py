@@ -3,7 +3,9 @@
 Values follow Meta's reference ``params.json`` files. Llama 2 and Llama 3
 differ only in these numbers (vocabulary, rope theta, grouped-query heads,
 FFN sizing), never in code. Parameter counts are never typed in:
-``titan models list`` builds each flavor on the meta device and counts.
+:func:`parameter_count` computes them from the shapes (torch-free, so
+``titan models list`` needs no torch), and a test checks it against a build
+of every flavor on the meta device.
 """
 
 from __future__ import annotations
@@ -98,6 +100,21 @@ class LlamaArgs:
         if data.get("rope_scaling") is not None:
             data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
         return cls(**data)
+
+
+def parameter_count(args: LlamaArgs) -> int:
+    """Parameters of a Llama built with ``args``, from the weights' shapes.
+
+    Token embeddings and the (untied) output projection are ``vocab x dim``
+    each; a block holds q/o (``dim x heads*head_dim``), k/v
+    (``dim x kv_heads*head_dim``), the three SwiGLU matrices
+    (``dim x ffn_hidden_dim``) and two RMSNorm weights; a final RMSNorm closes.
+    No biases.
+    """
+    q = args.n_heads * args.head_dim
+    kv = args.kv_heads * args.head_dim
+    block = 2 * args.dim * q + 2 * args.dim * kv + 3 * args.dim * args.ffn_hidden_dim + 2 * args.dim
+    return 2 * args.vocab_size * args.dim + args.n_layers * block + args.dim
 
 
 LLAMA31_ROPE_SCALING = RopeScaling(
