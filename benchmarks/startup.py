@@ -10,8 +10,8 @@ which a busy shared machine inflates far less than wall time.
 
 Byte code matters more than anything titan does: without ``.pyc`` files
 Python compiles every imported module's source at each start (about 4 s for
-torch's imports). ``uv sync`` writes them for the installed packages
-(``compile-bytecode`` in pyproject.toml); the script prints whether Python
+torch's imports). ``uv sync --compile-bytecode`` writes them for the
+installed packages (``.ci/run`` does); the script prints whether Python
 may also write them for titan's own sources (``PYTHONDONTWRITEBYTECODE``
 forbids it on some machines, CI's among them). Time to first step: from starting
 `titan run` (the default debug job, one process) to its first log line

@@ -21,7 +21,7 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 2**20
-"""Blocks up to this size come from the heap and are reused (glibc allows up to 32 MiB x 8 on 64-bit)."""
+"""Blocks up to this size come from the heap and are reused (glibc's moving threshold stops at 32 MiB)."""
 TRIM_THRESHOLD = 1024 * 2**20
 """Free memory at the top of the heap kept before any is returned to the kernel."""
 
@@ -34,8 +34,8 @@ def keep_freed_host_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    # mallopt returns 1 on success. Fixing either threshold also turns off glibc's dynamic
-    # adjustment of both.
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
+    # mallopt returns 1 on success; each is worth setting without the other. Fixing either
+    # threshold also turns off glibc's moving of both.
+    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    trim_set = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    return mmap_set and trim_set
