@@ -543,6 +543,7 @@ def test_rank_error_is_printed_once_without_torchrun_traceback(
     errors = [line for line in proc.stderr.splitlines() if "error: " in line]
     assert len(errors) == 1, proc.stderr
     assert "step-2" in errors[0] and "--checkpoint.load_step=1" in errors[0]
+    assert errors[0].startswith("rank ") and "extraInfo" not in errors[0], errors[0]
     assert "[rank" not in proc.stderr, proc.stderr  # no per-rank library warnings either
     changed = {k for k, v in _snapshot(dump).items() if before.get(k) != v}
     assert changed <= {"job_config.toml"}, changed  # the checkpoints are untouched

@@ -124,3 +124,30 @@ def test_ctrl_c_stops_every_rank(tmp_path, titan_process):
     log = proc.log.read_text()
     assert "rank 0: interrupted" in log and "rank 1: interrupted" in log
     assert "interrupted: all ranks stopped" in log
+
+
+def test_the_rank_with_the_error_is_named_not_the_rank_the_agent_stopped(tmp_path, monkeypatch):
+    """torch stamps a rank it terminated with int(time.time()), which can fall before the
+    precise time of the error that made it stop that rank (CI saw "rank 1 killed by SIGTERM")."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from titan.backends.torchrun_agent import summarize
+    from titan.core.rank_errors import write_error_file
+
+    error_file = tmp_path / "rank0.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    write_error_file("checkpoint step-2 is damaged", "user")
+    failed = ProcessFailure(0, 100, 2, str(error_file))
+    stopped = ProcessFailure(1, 101, -signal.SIGTERM, str(tmp_path / "rank1.json"))  # no file
+    stopped.timestamp = int(failed.error_file_data["message"]["extraInfo"]["titan_time"])
+
+    code, line = summarize({1: stopped, 0: failed})
+    assert (code, line) == (
+        2,
+        "rank 0 error: checkpoint step-2 is damaged (1 other rank(s) failed after it); "
+        "all ranks were stopped",
+    )
+    # A rank killed by a signal the agent does not send stays a root cause.
+    crashed = ProcessFailure(1, 101, -signal.SIGSEGV, str(tmp_path / "rank1.json"))
+    crashed.timestamp = stopped.timestamp
+    assert summarize({0: failed, 1: crashed})[1].startswith("rank 1 killed by SIGSEGV")

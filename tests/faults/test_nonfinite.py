@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import torch
 from fault_helpers import REFERENCE_STEPS, titan_env
 
 from titan.core.folders import complete_checkpoints
+from titan.core.testing import install_plugin
 
 PLUGIN = '''
 """nan-inject: fills one gradient with NaN at [nan_inject] step (a test plugin)."""
@@ -47,12 +47,7 @@ def titan_after_backward(trainer, step):
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     site = tmp_path_factory.mktemp("site")
-    (site / "titan_nan_inject").mkdir()
-    (site / "titan_nan_inject" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
-    info = site / "titan_nan_inject-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: titan-nan-inject\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[titan.plugins]\nnan-inject = titan_nan_inject\n")
+    install_plugin(site, "nan-inject", PLUGIN)
     return titan_env(PYTHONPATH=str(site))
 
 

@@ -81,14 +81,13 @@ def cluster_jobs(
 ):
     """Every test job, submitted at once so that their waits overlap.
 
-    Two things happen in the background while the tests wait for other jobs: the
-    requeue job is requeued (``scontrol requeue``) once it has logged step 3, and the
-    time-limit job is submitted once the parity job has shown how fast steps go here.
-    The local reference run (``titan run --nproc 2``) runs alongside.
+    One thing happens in the background while the tests wait for other jobs: the
+    requeue job is requeued (``scontrol requeue``) once it has logged step 3. The
+    local reference run (``titan run --nproc 2``) runs alongside.
     """
     runs = tmp_path_factory.mktemp("slurm-runs")
     steps = f"--training.steps={STEPS}"
-    pool = ThreadPoolExecutor(max_workers=2)
+    pool = ThreadPoolExecutor(max_workers=1)
     parity = submit("parity", runs / "parity", *exact_args, steps)
     requeue = submit("requeue", runs / "requeue", *exact_args, steps)
     jobs = ClusterJobs(
@@ -107,14 +106,12 @@ def cluster_jobs(
         ),
         exact_args=exact_args,
         requeued=pool.submit(requeue_at_step, requeue, 3),
-        time_limit=pool.submit(submit_time_limit_job, parity, runs / "time-limit", exact_args),
+        time_limit=submit_time_limit_job(runs / "time-limit", exact_args),
         local_reference=start_local_reference(runs / "local-reference", exact_args, STEPS),
     )
     yield jobs
     pool.shutdown(wait=True, cancel_futures=True)
-    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel)]
-    if jobs.time_limit.done() and not jobs.time_limit.exception():
-        ids.append(jobs.time_limit.result().id)
+    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel, jobs.time_limit)]
     subprocess.run(["scancel", *ids], capture_output=True)
     if jobs.crash.waiter.poll() is None:
         jobs.crash.waiter.kill()

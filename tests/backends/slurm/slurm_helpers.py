@@ -7,7 +7,7 @@ Imported by conftest.py and the test files after putting this folder on ``sys.pa
 from __future__ import annotations
 
 import json
-import math
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from titan.backends.slurm_task import scontrol_fields
+from titan.core.testing import install_plugin
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster"
@@ -30,13 +31,15 @@ sys.path.insert(0, str(REPO / "tests"))
 import exact_runs as dist  # noqa: E402  (the corpus writer and exact-run settings)
 
 
-def titan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``titan ARGS`` in a subprocess, as a user types it."""
-    env = dist.titan_env()
-    env["COLUMNS"] = "400"  # `titan jobs`: one table row per line
+def titan(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``titan ARGS`` in a subprocess, as a user types it (ENV: extra variables)."""
+    full_env = dist.titan_env(**(env or {}))
+    full_env["COLUMNS"] = "400"  # `titan jobs`: one table row per line
     return subprocess.run(
         [sys.executable, "-m", "titan.core.cli", *args],
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -96,9 +99,12 @@ def _submit_args(name: str, dump: Path, args: tuple[str, ...]) -> list[str]:
     ]
 
 
-def submit(name: str, dump: Path, *args: str) -> SlurmJob:
-    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise)."""
-    proc = titan(*_submit_args(name, dump, args))
+def submit(name: str, dump: Path, *args: str, env: dict[str, str] | None = None) -> SlurmJob:
+    """``titan run --backend slurm`` (2 CPU nodes x 1 rank unless ARGS say otherwise).
+
+    ENV reaches the job too: sbatch passes the submitting environment on.
+    """
+    proc = titan(*_submit_args(name, dump, args), env=env)
     match = re.search(r"submitted Slurm job (\d+)", proc.stderr)
     if proc.returncode or not match:
         pytest.fail(f"submitting {name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -137,8 +143,7 @@ class ClusterJobs:
     exact_args: list[str]
     requeued: Future
     """Done once ``scontrol requeue`` of the requeue job was issued (its result: the step seen)."""
-    time_limit: Future
-    """The time-limit job (a SlurmJob), submitted once the parity job's speed is known."""
+    time_limit: SlurmJob
     local_reference: subprocess.Popen
     """`titan run --nproc 2` of the parity config; its dump folder is ``.dump``."""
 
@@ -155,38 +160,73 @@ SIGNAL_DELAY = 30
 """The time-limit job's --slurm.time (minutes) and --slurm.signal_delay (seconds). Slurm checks
 limits about every 30 s, so the signal comes 120 to 150 s after the job started."""
 MAX_REQUEUES = 6
+PACE_S = 0.5
+TIME_LIMIT_STEPS = 400
+"""The time-limit job's steps take at least PACE_S each (the pace plugin): 400 steps need 200 s
+or more, beyond the 180 s limit, so no run can finish before the signal however fast the
+machine is. A run gets 150 s or less: the first checkpoints at step 300 at most, the second
+has 100 steps (50 s) or more to do, and is as little hurried (a slower machine only requeues
+more often)."""
+
+PACE_PLUGIN = '''
+"""pace: each step takes at least [pace] seconds (a test plugin: a job as long on any machine)."""
+
+import time
+from dataclasses import dataclass
+
+from titan.core import hookimpl
 
 
-def submit_time_limit_job(parity: SlurmJob, dump: Path, exact_args: list[str]) -> SlurmJob:
+@dataclass
+class PaceSection:
+    seconds: float = 0.0
+
+
+_step_started = [0.0]
+
+
+@hookimpl
+def titan_config_sections():
+    return {"pace": PaceSection}
+
+
+@hookimpl
+def titan_step_start(trainer, step):
+    _step_started[0] = time.monotonic()
+
+
+@hookimpl
+def titan_step_end(trainer, step, metrics):
+    left = trainer.config.pace.seconds - (time.monotonic() - _step_started[0])
+    if left > 0:
+        time.sleep(left)
+'''
+
+
+def submit_time_limit_job(dump: Path, exact_args: list[str]) -> SlurmJob:
     """A job that cannot finish before its time-limit signal, and finishes after a requeue or two.
 
-    Sized from the parity job (same config and cluster): its fastest step time ``s``, and its start-up
-    time ``u`` (job start to the first step; taken as at most 40 s, since the parity job
-    started together with every other test job). The first run can train for at most
-    ``150 s - u`` before the signal; it is given twice that in steps.
+    Its steps are paced by a plugin installed for it (as a third-party package on
+    ``PYTHONPATH``, which sbatch passes to the job), so its length does not depend on
+    how fast this machine is or how many other test jobs share it.
     """
-    parity.wait_for_step(STEPS, timeout=600)
-    metrics = parity.metrics()
-    start = time.mktime(time.strptime(parity.scontrol()["StartTime"], "%Y-%m-%dT%H:%M:%S"))
-    first_step_at = (parity.dump / "metrics.jsonl").stat().st_mtime - sum(
-        m["step_time"] for m in metrics[1:]
-    )
-    startup = max(0.0, first_step_at - start)
-    # The fastest step seen: the time-limit job may run on a quieter machine than the parity
-    # job did, and a first run that finishes before the signal proves nothing.
-    step_time = min(m["step_time"] for m in metrics[1:])
-    window = TIME_LIMIT_MIN * 60 - SIGNAL_DELAY - min(startup, 40.0)
-    steps = max(20, math.ceil(2.0 * window / step_time))
+    site = dump.parent / "time-limit-site"
+    install_plugin(site, "pace", PACE_PLUGIN)
     job = submit(
         "time-limit",
         dump,
         *exact_args,
-        f"--training.steps={steps}",
+        "--plugins=pace",
+        f"--pace.seconds={PACE_S}",
+        f"--training.steps={TIME_LIMIT_STEPS}",
         f"--slurm.time={TIME_LIMIT_MIN}",
         f"--slurm.signal_delay={SIGNAL_DELAY}",
         f"--slurm.max_requeues={MAX_REQUEUES}",
+        env={
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))
+        },
     )
-    job.planned_steps = steps
+    job.planned_steps = TIME_LIMIT_STEPS
     return job
 
 

@@ -131,7 +131,7 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(cluster_jobs, local_re
 
 def test_time_limit_signal_checkpoints_requeues_and_completes(cluster_jobs):
     """A 3 minute time limit, the signal 30-60 s before it: SIGUSR2, checkpoint, requeue."""
-    job = cluster_jobs.time_limit.result(timeout=600)
+    job = cluster_jobs.time_limit
     followed = job.follow(timeout=1200)
     out = followed.stdout
     assert followed.returncode == 0, out + followed.stderr

@@ -58,13 +58,37 @@ def _quiet_elastic_logs() -> None:
     logging.getLogger("torch.distributed.run").setLevel(logging.ERROR)
 
 
-def _kind_and_time(failure: Any) -> tuple[str, float]:
+def _report(failure: Any) -> dict[str, Any]:
+    """The ``message`` record of the rank's error file (empty without one).
+
+    torch keeps that whole record as ``failure.message`` when it is a dict, as
+    titan's is (:func:`titan.core.rank_errors.write_error_file`), so the text
+    is read from it here.
+    """
     data = failure.error_file_data or {}
     message = data.get("message") if isinstance(data, dict) else None
-    info = message.get("extraInfo", {}) if isinstance(message, dict) else {}
+    return message if isinstance(message, dict) else {}
+
+
+def _kind_and_time(failure: Any) -> tuple[str, float]:
+    info = _report(failure).get("extraInfo", {})
     if "titan_kind" in info:
         return info["titan_kind"], float(info.get("titan_time", failure.timestamp))
     return ("signal" if failure.exitcode < 0 else "exit"), float(failure.timestamp)
+
+
+def _root_cause_order(failure: Any) -> tuple[bool, bool, float]:
+    """Sort key: real failures first, then the earliest.
+
+    Two kinds of failure follow another rank's: a broken collective (its peer
+    died) and a rank the agent terminated itself (SIGTERM, then SIGKILL, with no
+    report of its own) once it saw the first failure. The latter's time cannot
+    order it: torch records it as ``int(time.time())`` when it was reaped, which
+    may fall before the precise time of the report that made the agent stop it.
+    """
+    kind, when = _kind_and_time(failure)
+    stopped_by_agent = kind == "signal" and -failure.exitcode in (signal.SIGTERM, signal.SIGKILL)
+    return kind == "collective", stopped_by_agent, when
 
 
 def summarize(failures: dict[int, Any]) -> tuple[int, str]:
@@ -73,15 +97,12 @@ def summarize(failures: dict[int, Any]) -> tuple[int, str]:
     Any rank exiting 75 means every rank passed the stop checkpoint's final
     barrier (the checkpoint is complete), so the job stopped resumably, even
     if the agent then terminated the slower ranks. Otherwise the root cause
-    is the earliest failure that is not a broken collective (those follow a
-    dead peer), or the earliest failure at all.
+    is the earliest failure that followed no other (see :func:`_root_cause_order`),
+    or the earliest failure at all.
     """
     if any(f.exitcode == EXIT_STOPPED_RESUMABLE for f in failures.values()):
         return EXIT_STOPPED_RESUMABLE, ""
-    ranked = sorted(
-        failures.items(),
-        key=lambda item: (_kind_and_time(item[1])[0] == "collective", _kind_and_time(item[1])[1]),
-    )
+    ranked = sorted(failures.items(), key=lambda item: _root_cause_order(item[1]))
     rank, root = ranked[0]
     if root.exitcode < 0:
         what = f"killed by {signal_name(-root.exitcode)}"
@@ -90,7 +111,7 @@ def summarize(failures: dict[int, Any]) -> tuple[int, str]:
         what = f"exited with code {root.exitcode} and no error message (see its output above)"
         code = root.exitcode
     else:
-        what = f"error: {root.message}"
+        what = f"error: {_report(root).get('message', root.message)}"
         code = root.exitcode
     others = len(failures) - 1
     tail = f" ({others} other rank(s) failed after it)" if others else ""

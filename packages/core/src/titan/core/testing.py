@@ -97,6 +97,32 @@ class TitanResult:
         return self.stdout + self.stderr
 
 
+def install_plugin(
+    site: Path,
+    name: str,
+    source: str,
+    *,
+    distribution: str | None = None,
+    version: str = "0.0.0",
+) -> str:
+    """Install plugin ``name`` from ``source`` (a module's code) into folder ``site``.
+
+    Writes the module and a ``*.dist-info`` with its ``titan.plugins`` entry
+    point, which is how an installed package is found: every process with
+    ``site`` on ``PYTHONPATH`` (each rank, a Slurm job's tasks) sees the plugin.
+    Returns the module name (``titan_test_<name>``).
+    """
+    module = "titan_test_" + re.sub(r"\W", "_", name)
+    dist = distribution or f"titan-test-{name}"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[titan.plugins]\n{name} = {module}\n")
+    return module
+
+
 class TitanRunner:
     """Runs ``titan`` commands for a test, in folders under ``path``."""
 
@@ -119,15 +145,7 @@ class TitanRunner:
         Returns the module name (``titan_test_<name>``). The plugin is opt-in
         unless ``source`` sets ``AUTOLOAD = True``.
         """
-        module = "titan_test_" + re.sub(r"\W", "_", name)
-        dist = distribution or f"titan-test-{name}"
-        self.site.mkdir(parents=True, exist_ok=True)
-        (self.site / f"{module}.py").write_text(textwrap.dedent(source))
-        info = self.site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir(exist_ok=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[titan.plugins]\n{name} = {module}\n")
-        return module
+        return install_plugin(self.site, name, source, distribution=distribution, version=version)
 
     def titan(self, *args: str, timeout: float = 600) -> TitanResult:
         """Run ``titan ARGS`` (any command: ``plugins list``, ``config show`` ...)."""
