@@ -7,7 +7,6 @@ Imported by conftest.py and the test files after putting this folder on ``sys.pa
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from titan.backends.slurm_task import scontrol_fields
-from titan.core.testing import install_plugin
+from titan.core.testing import install_plugin, pythonpath_with
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster"
@@ -222,9 +221,7 @@ def submit_time_limit_job(dump: Path, exact_args: list[str]) -> SlurmJob:
         f"--slurm.time={TIME_LIMIT_MIN}",
         f"--slurm.signal_delay={SIGNAL_DELAY}",
         f"--slurm.max_requeues={MAX_REQUEUES}",
-        env={
-            "PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))
-        },
+        env={"PYTHONPATH": pythonpath_with(site)},
     )
     job.planned_steps = TIME_LIMIT_STEPS
     return job

@@ -123,6 +123,11 @@ def install_plugin(
     return module
 
 
+def pythonpath_with(site: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """``PYTHONPATH`` with ``site`` first and ``environ``'s entries kept after it."""
+    return os.pathsep.join(p for p in (str(site), environ.get("PYTHONPATH", "")) if p)
+
+
 class TitanRunner:
     """Runs ``titan`` commands for a test, in folders under ``path``."""
 
@@ -169,9 +174,7 @@ class TitanRunner:
         env.update(PYTHONUNBUFFERED="1", COLUMNS=env.get("COLUMNS", "200"))
         env.pop("TITAN_BROKEN_PLUGINS_REPORTED", None)
         if self.site.is_dir():
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(self.site), env.get("PYTHONPATH", "")) if p
-            )
+            env["PYTHONPATH"] = pythonpath_with(self.site, env)
         env.update(self.env)
         proc = subprocess.run(
             [sys.executable, "-m", "titan.core.cli", *args],
