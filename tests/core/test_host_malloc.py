@@ -10,7 +10,7 @@ import pytest
 
 STEPS = textwrap.dedent(
     """
-    import resource, sys, torch
+    import resource, statistics, sys, torch
     from titan.core.host_malloc import keep_freed_host_memory
 
     if sys.argv[1] == "fixed":
@@ -20,16 +20,25 @@ STEPS = textwrap.dedent(
         buffers = [torch.ones(n * 2**18) for n in (8, 16, 16, 40, 100)]
         del buffers
 
-    step()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    # The first steps grow the heap until the freed blocks fit the next step's requests
+    # (how many depends on where Python's small objects land): not the steady state.
     for _ in range(10):
         step()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    per_step = []
+    for _ in range(11):
+        before = faults()
+        step()
+        per_step.append(faults() - before)
+    print(statistics.median(per_step))
     """
 )
 
 
 def faults_per_step(mode: str) -> float:
+    """Median minor page faults of a steady-state step, in a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True
     )
@@ -39,6 +48,7 @@ def faults_per_step(mode: str) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux's")
 def test_fixed_thresholds_reuse_the_freed_buffers_instead_of_faulting_in_new_pages() -> None:
     default, fixed = faults_per_step("default"), faults_per_step("fixed")
-    # 180 MiB per step are 46,080 pages: glibc's default maps most of them afresh each step.
+    # 180 MiB per step are 46,080 pages: glibc's default maps the blocks above its moving
+    # threshold (at most 32 MiB: the 40 and 100 MiB ones, 35,840 pages) afresh every step.
     assert default > 20_000, default
-    assert fixed < default / 4, (fixed, default)
+    assert fixed < 1_000, (fixed, default)
