@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,7 +84,12 @@ def test_block_linears_become_float8_and_the_output_layer_does_not(tmp_path: Pat
 def test_float8_tensors_flow_in_forward_and_backward(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Matmuls get float8 operands (e4m3 forward, e5m2 gradients) and run as _scaled_mm."""
+    """Matmuls get float8 operands (e4m3 forward, e5m2 gradients) and run as _scaled_mm.
+
+    oneDNN is off so that CPUs with AMX, where torch would send the products to
+    oneDNN's slow reference kernel and titan therefore emulates, run this path too.
+    """
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     trainer = h.build_trainer(tmp_path, ["fp8"])
     hardware = fp8.float8_matmul_available("cpu")  # probed before counting: it runs one itself
     scaled_mm = ScaledMMCount(monkeypatch)
@@ -174,7 +181,51 @@ def test_cpu_probe_matches_this_torch_build() -> None:
         works = True
     except (RuntimeError, NotImplementedError):
         works = False
-    assert fp8.float8_matmul_available("cpu") is works
+    assert fp8.scaled_mm_runs("cpu") is works
+
+
+ONEDNN_SCALED_MM = """
+import torch
+from titan.optims import fp8
+a = torch.ones(64, 64).to(torch.float8_e4m3fn)
+one = torch.ones(())
+torch._scaled_mm(a, a.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+print("predicted", fp8.onednn_reference_float8("cpu"))
+"""
+
+
+def test_onednn_prediction_matches_where_torch_sends_the_product() -> None:
+    """oneDNN's own log (ONEDNN_VERBOSE) says whether it ran the float8 matmul, and how."""
+    out = subprocess.run(
+        [sys.executable, "-c", ONEDNN_SCALED_MM],
+        env={**os.environ, "ONEDNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    runs = [
+        line for line in out.splitlines() if line.startswith("onednn_verbose,v1,primitive,exec")
+    ]
+    assert f"predicted {bool(runs)}" in out, out
+    for line in runs:  # what titan avoids: the reference implementation ("ref:any")
+        assert ",matmul,ref:" in line and "f8_e4m3" in line, line
+
+
+def test_amx_cpus_emulate_unless_onednn_is_off(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not (fp8.scaled_mm_runs("cpu") and torch.backends.mkldnn.is_available()):
+        pytest.fail("this torch build has CPU _scaled_mm and oneDNN; the test relies on both")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(_common, "_said", set())
+    cfg = fp8.Float8Config()
+    assert fp8.float8_linear_config(cfg, torch.device("cpu")).emulate is True
+    assert "oneDNN" in capsys.readouterr().err
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch's own path instead
+    assert fp8.float8_linear_config(cfg, torch.device("cpu")).emulate is False
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert fp8.float8_linear_config(cfg, torch.device("cpu")).emulate is False
 
 
 def test_torchtitan_float8_keys() -> None:

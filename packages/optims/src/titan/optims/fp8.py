@@ -9,7 +9,8 @@ bits cost accuracy) and any linear whose dimensions are not multiples of 16
 (a requirement of float8 matmul kernels).
 
 Where float8 matrix multiplies are not available (GPUs below compute
-capability 8.9, or a CPU build of torch without ``_scaled_mm``) torchao's
+capability 8.9, a CPU build of torch without ``_scaled_mm``, or an Intel CPU
+with AMX, where torch hands them to oneDNN's reference kernel) torchao's
 emulation is used instead: same float8 rounding, matmuls in high precision,
 no speed-up. titan says so once per run.
 """
@@ -80,16 +81,10 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
 
 
 @cache
-def float8_matmul_available(device_type: str, device_index: int | None = None) -> bool:
-    """Whether this device runs ``torch._scaled_mm`` (real float8 matmuls).
-
-    CUDA needs compute capability 8.9 (Ada, Hopper) or newer. On CPU it
-    depends on the torch build, so it is probed once with a tiny matmul.
-    """
+def scaled_mm_runs(device_type: str) -> bool:
+    """Whether this torch build runs ``torch._scaled_mm`` on ``device_type`` (a tiny probe, once)."""
     import torch
 
-    if device_type == "cuda":
-        return torch.cuda.get_device_capability(device_index) >= (8, 9)
     try:
         a = torch.ones(16, 16, device=device_type).to(torch.float8_e4m3fn)
         one = torch.ones((), device=device_type)
@@ -97,6 +92,56 @@ def float8_matmul_available(device_type: str, device_index: int | None = None) -
     except (RuntimeError, NotImplementedError, TypeError):
         return False
     return True
+
+
+def onednn_reference_float8(device_type: str) -> bool:
+    """Whether torch sends CPU float8 matmuls to oneDNN, which runs them in a reference loop.
+
+    torch (2.15) calls oneDNN for ``_scaled_mm`` on x86 CPUs with AMX when
+    oneDNN is enabled, and oneDNN 3.13 has no optimized float8 matmul there:
+    measured on a Sapphire Rapids, 1.1 s for a 256x256x1024 product that
+    takes 3 ms in torch's own path (dequantize, float32 matmul), and 50 s
+    per step of the debug model. Elsewhere torch uses its own path. Not
+    cached: ``torch.backends.mkldnn.flags(enabled=False)`` changes the answer.
+    """
+    if device_type != "cpu":
+        return False
+    import torch
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent means unknown
+    return bool(
+        amx is not None
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and amx()
+    )
+
+
+def float8_matmul_available(device_type: str, device_index: int | None = None) -> bool:
+    """Whether this device multiplies float8 matrices at a usable speed (``torch._scaled_mm``).
+
+    CUDA needs compute capability 8.9 (Ada, Hopper) or newer. On CPU it
+    depends on the torch build (probed once) and on where torch sends the
+    product (oneDNN's reference kernel on AMX CPUs is hundreds of times
+    slower than emulating).
+    """
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.get_device_capability(device_index) >= (8, 9)
+    return scaled_mm_runs(device_type) and not onednn_reference_float8(device_type)
+
+
+def why_emulated(device: Any) -> str:
+    """The one line that says why this run emulates float8 matmuls."""
+    if device.type == "cuda":
+        return "float8 matmuls are not available on this GPU (compute capability below 8.9)"
+    if onednn_reference_float8(device.type):
+        return (
+            "float8 matmuls are not available at speed on this CPU: torch sends them to "
+            "oneDNN, whose float8 kernel on AMX CPUs is a reference loop"
+        )
+    return f"float8 matmuls are not available on this torch build on {device.type}"
 
 
 def float8_linear_config(c: Float8Config, device: Any) -> Any:
@@ -108,13 +153,8 @@ def float8_linear_config(c: Float8Config, device: Any) -> Any:
     emulate = c.emulate
     if not emulate and not float8_matmul_available(device.type, device.index):
         emulate = True
-        where = (
-            "this GPU (compute capability below 8.9)"
-            if device.type == "cuda"
-            else f"this torch build on {device.type}"
-        )
         say_once(
-            f"fp8: float8 matmuls are not available on {where}; using torchao's emulation "
+            f"fp8: {why_emulated(device)}; using torchao's emulation "
             "(float8 rounding, high-precision matmuls, no speed-up)"
         )
     elif emulate:
