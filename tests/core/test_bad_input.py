@@ -559,4 +559,4 @@ def test_more_cpu_ranks_than_cores_is_a_warning(tmp_path: Path) -> None:
     warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1, stderr
     assert f"--nproc {cores * 4}" in warnings[0] and f"--nproc {cores} or less" in warnings[0]
-    assert "titan.backends.torchrun_agent" in stdout  # the dry run still shows what would run
+    assert "titan.backends.local.torchrun_agent" in stdout  # the dry run still shows what would run

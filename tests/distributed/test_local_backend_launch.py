@@ -13,7 +13,7 @@ from pathlib import Path
 from titan.backends.local import LocalBackend
 from titan.core.launch import prepare_job
 
-TORCHRUN = [sys.executable, "-m", "titan.backends.torchrun_agent"]
+TORCHRUN = [sys.executable, "-m", "titan.backends.local.torchrun_agent"]
 
 
 def _titan(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -131,7 +131,7 @@ def test_the_rank_with_the_error_is_named_not_the_rank_the_agent_stopped(tmp_pat
     precise time of the error that made it stop that rank (CI saw "rank 1 killed by SIGTERM")."""
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-    from titan.backends.torchrun_agent import summarize
+    from titan.backends.local.torchrun_agent import summarize
     from titan.core.rank_errors import write_error_file
 
     error_file = tmp_path / "rank0.json"

@@ -42,7 +42,7 @@ def test_repacked_wheels_install_with_entry_points_and_sources(tmp_path):
     plugins = {ep.name: ep.value for d in dists.values() for ep in d.entry_points}
     assert plugins["sagemaker"] == "titan.backends.sagemaker"
     assert plugins["local"] == "titan.backends.local"
-    assert (site / "titan" / "backends" / "sagemaker_container.py").is_file()
+    assert (site / "titan" / "backends" / "sagemaker" / "container.py").is_file()
     assert (site / "titan" / "core" / "cli.py").is_file()
     assert not list(site.rglob("__pycache__"))
     assert "torch" in " ".join(dists["titan-core"].requires or [])

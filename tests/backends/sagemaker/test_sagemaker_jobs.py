@@ -195,8 +195,8 @@ def test_run_wait_follows_the_job_and_returns_its_result(moto_url, home):
 
 
 def test_cancel_stops_a_running_job(moto_url, home, launched, monkeypatch):
-    from titan.backends.sagemaker_jobs import client as titan_client
-    from titan.backends.sagemaker_jobs import stop_job
+    from titan.backends.sagemaker.jobs import client as titan_client
+    from titan.backends.sagemaker.jobs import stop_job
     from titan.core.jobs import JobStore
 
     name = new_job(moto_url, home, launched)

@@ -139,7 +139,7 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
     name = TOKENIZER.name
     assert config["model"]["tokenizer_path"] == f"/opt/ml/input/data/code/tokenizer/{name}"
     assert code[f"tokenizer/{name}"] == TOKENIZER.read_bytes()
-    assert "titan.backends.sagemaker_container" in code["titan_sagemaker_entry.py"].decode()
+    assert "titan.backends.sagemaker.container" in code["titan_sagemaker_entry.py"].decode()
     wheels = sorted(k for k in code if k.startswith("wheels/"))
     names = {w.split("/")[1].split("-")[0] for w in wheels}
     assert {"titan_core", "titan_backends", "titan_models", "titan_optims"} <= names

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.backends.slurm_task import scontrol_fields
+from titan.backends.slurm.task import scontrol_fields
 from titan.core.testing import install_plugin, pythonpath_with
 
 REPO = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ an error about a broken collective that hides the real cause. Here:
 - the rank's error becomes one line (bugs keep their traceback above it);
 - the line is written to torchrun's per-rank error file
   (``TORCHELASTIC_ERROR_FILE``) with a finer timestamp and a ``kind``, so the
-  launcher (``titan.backends.torchrun_agent``) can name the rank whose failure
+  launcher (``titan.backends.local.torchrun_agent``) can name the rank whose failure
   came first and was not merely a consequence ("collective" errors are);
 - the rank prints ``rank R: error: ...`` itself unless ``TITAN_ERRORS_TO_LAUNCHER=1``
   says the launcher prints the one line for the job (set by titan's torchrun wrapper;

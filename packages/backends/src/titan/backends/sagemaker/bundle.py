@@ -49,7 +49,7 @@ ENTRY_SOURCE = '''"""Written by titan: every rank of the SageMaker training job 
 import sys
 from pathlib import Path
 
-from titan.backends.sagemaker_container import main
+from titan.backends.sagemaker.container import main
 
 if __name__ == "__main__":
     sys.exit(main(Path(__file__).resolve().parent / "job_config.toml"))

@@ -368,7 +368,7 @@ def model_trainer(job: Any, p: Plan, session: Any, code_dir: Path) -> Any:
     from sagemaker.train import ModelTrainer
     from sagemaker.train.distributed import Torchrun
 
-    from titan.backends.sagemaker_bundle import (
+    from titan.backends.sagemaker.bundle import (
         ENTRY_SCRIPT,
         REQUIREMENTS,
         SM_CHECKPOINTS,

@@ -12,7 +12,7 @@ rank's user error once instead of torchrun's ChildFailedError traceback.
 Before anything starts, :meth:`LocalBackend.check` runs every check the config,
 the process count and this machine's files allow.
 
-torchrun runs through :mod:`titan.backends.torchrun_agent` (torchrun's own
+torchrun runs through :mod:`titan.backends.local.torchrun_agent` (torchrun's own
 agent with titan's exit codes). Ctrl-C (SIGINT) to ``titan`` is passed to it,
 which stops every rank (exit 130). SIGTERM, SIGUSR1 and SIGUSR2 are passed
 on to the ranks, which stop at a step boundary after a checkpoint (exit 75,
@@ -142,7 +142,7 @@ class LocalBackend:
         cmd = [
             sys.executable,
             "-m",
-            "titan.backends.torchrun_agent",
+            "titan.backends.local.torchrun_agent",
             f"--nproc-per-node={nproc}",
             f"--nnodes={launch.nnodes}",
         ]

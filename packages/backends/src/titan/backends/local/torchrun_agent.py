@@ -1,4 +1,4 @@
-"""torchrun, with titan's exit codes: ``python -m titan.backends.torchrun_agent TORCHRUN-ARGS``.
+"""torchrun, with titan's exit codes: ``python -m titan.backends.local.torchrun_agent TORCHRUN-ARGS``.
 
 The local backend starts this instead of ``python -m torch.distributed.run``
 (same arguments, same elastic agent, run in this process) for two reasons:

@@ -4,7 +4,7 @@
 (on a file system the nodes share), submits an sbatch script through
 submitit's ``SlurmExecutor`` and returns with the job id, the log paths and
 how to follow the job; ``--wait`` follows it to the end. Every task runs
-:func:`titan.backends.slurm_task.run_rank`: one task per rank (per GPU), with
+:func:`titan.backends.slurm.task.run_rank`: one task per rank (per GPU), with
 submitit's ``TorchDistributedEnvironment`` rather than torchrun, so Slurm's
 signals and each rank's exit code reach Slurm directly (docs/slurm.md says
 more). Checkpointing is on by default: a job that can be preempted or hit its
@@ -28,7 +28,7 @@ from typing import TextIO
 
 from rich.console import Console
 
-from titan.backends.slurm_config import Layout, SlurmSection, validate
+from titan.backends.slurm.config import Layout, SlurmSection, validate
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
 from titan.core.jobs import JobRecord
@@ -61,7 +61,7 @@ class SlurmBackend:
     description: str = "a Slurm cluster, through submitit: one task per rank, requeue on signal"
 
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
-        from titan.backends.slurm_script import render_sbatch, submitit_folder
+        from titan.backends.slurm.script import render_sbatch, submitit_folder
 
         config = job.config
         lay = validate(config)
@@ -124,8 +124,8 @@ class SlurmBackend:
     def _submit(self, job: Job, lay: Layout, config_path: Path) -> JobRecord:
         import submitit
 
-        from titan.backends.slurm_script import executor_parameters, submitit_folder
-        from titan.backends.slurm_task import run_rank
+        from titan.backends.slurm.script import executor_parameters, submitit_folder
+        from titan.backends.slurm.task import run_rank
 
         c = job.config
         folder = submitit_folder(c)
@@ -159,17 +159,17 @@ class SlurmBackend:
         )
 
     def state(self, record: JobRecord) -> str:
-        from titan.backends.slurm_jobs import query_state
+        from titan.backends.slurm.jobs import query_state
 
         return query_state(record).state
 
     def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
-        from titan.backends.slurm_jobs import show_logs
+        from titan.backends.slurm.jobs import show_logs
 
         return show_logs(record, follow, out)
 
     def cancel(self, record: JobRecord) -> None:
-        from titan.backends.slurm_jobs import cancel
+        from titan.backends.slurm.jobs import cancel
 
         cancel(record)
 

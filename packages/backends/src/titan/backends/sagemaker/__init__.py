@@ -5,7 +5,7 @@ config into the training job's code channel, builds a ``ModelTrainer``
 (``Compute``, ``SourceCode``, the ``Torchrun`` driver with one process per
 GPU, the S3 input channel, checkpoint and TensorBoard configs, stopping
 condition, tags, VPC) and creates the job. In the container the SDK's own
-drivers start torchrun, whose ranks run :mod:`titan.backends.sagemaker_container`.
+drivers start torchrun, whose ranks run :mod:`titan.backends.sagemaker.container`.
 
 This module stays light: the SDK (about 1 GB, 2 s to import) is imported
 only when a SageMaker job is launched or inspected, so ``titan --help`` and
@@ -109,25 +109,25 @@ class SageMakerBackend:
 
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
         require_sdk()
-        from titan.backends.sagemaker_launch import launch
+        from titan.backends.sagemaker.launch import launch
 
         return launch(job, dry_run=dry_run, wait=wait)
 
     def state(self, record: JobRecord) -> str:
         require_sdk()
-        from titan.backends.sagemaker_jobs import job_state
+        from titan.backends.sagemaker.jobs import job_state
 
         return job_state(record)
 
     def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
         require_sdk()
-        from titan.backends.sagemaker_jobs import job_logs
+        from titan.backends.sagemaker.jobs import job_logs
 
         return job_logs(record, follow, out)
 
     def cancel(self, record: JobRecord) -> None:
         require_sdk()
-        from titan.backends.sagemaker_jobs import stop_job
+        from titan.backends.sagemaker.jobs import stop_job
 
         stop_job(record)
 
@@ -144,12 +144,12 @@ def titan_config_sections() -> dict[str, type]:
 
 @hookimpl
 def titan_add_commands(app: typer.Typer) -> None:
-    from titan.backends.sagemaker_dockerfile import sagemaker_app
+    from titan.backends.sagemaker.dockerfile import sagemaker_app
 
     app.add_typer(sagemaker_app, name="sagemaker")
 
 
-# --- in the training job's container only (see titan.backends.sagemaker_container) ---
+# --- in the training job's container only (see titan.backends.sagemaker.container) ---
 
 
 def _in_container() -> bool:
@@ -162,7 +162,7 @@ def _in_container() -> bool:
 def titan_step_start(trainer: Trainer, step: int) -> None:
     """The checkpoint saved at the end of the previous step is complete: publish this host's."""
     if _in_container() and step > 1 and trainer.checkpointer.should_save(step - 1, False):
-        from titan.backends.sagemaker_container import publish_host_checkpoint
+        from titan.backends.sagemaker.container import publish_host_checkpoint
 
         publish_host_checkpoint(trainer, step - 1)
 
@@ -172,7 +172,7 @@ def titan_train_end(trainer: Trainer) -> None:
     """Publish this host's last checkpoint; write the final model to /opt/ml/model."""
     if not _in_container():
         return
-    from titan.backends.sagemaker_container import export_final_model, publish_host_checkpoint
+    from titan.backends.sagemaker.container import export_final_model, publish_host_checkpoint
 
     if trainer.checkpointer.enabled:
         publish_host_checkpoint(trainer, trainer.train_state.step)

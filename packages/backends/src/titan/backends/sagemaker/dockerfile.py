@@ -53,7 +53,7 @@ def dockerfile(
     """Write DIR/Dockerfile (AWS PyTorch training image + titan) and DIR/wheels/."""
     from sagemaker.core import image_uris
 
-    from titan.backends.sagemaker_bundle import build_wheel, titan_distributions
+    from titan.backends.sagemaker.bundle import build_wheel, titan_distributions
     from titan.core.plugins import load_plugins
 
     base = image_uris.retrieve(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from titan.backends.slurm_task import FAILURE_MARK, scontrol_fields
+from titan.backends.slurm.task import FAILURE_MARK, scontrol_fields
 from titan.core.errors import ConfigError
 from titan.core.jobs import FINAL_STATES, JobRecord
 

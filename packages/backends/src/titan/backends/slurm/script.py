@@ -6,7 +6,7 @@ from the same parameters, so what it prints is what ``sbatch`` would get, and
 it needs neither Slurm nor a network nor a writable disk.
 
 Layout: one Slurm task per rank (``--ntasks-per-node`` = processes per node),
-each running the pickled :func:`titan.backends.slurm_task.run_rank` through
+each running the pickled :func:`titan.backends.slurm.task.run_rank` through
 ``srun``. See docs/slurm.md for why not torchrun.
 """
 
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from titan.backends.slurm_config import Layout, env_pairs, sbatch_pairs, time_seconds
+from titan.backends.slurm.config import Layout, env_pairs, sbatch_pairs, time_seconds
 
 SUBMITIT_ENTRY = "-u -m submitit.core._submit"
 """What submitit's executor runs on every task (``SlurmExecutor._submitit_command_str``)."""

@@ -4,7 +4,7 @@ The SDK's ``sm_train.sh`` starts the ``Torchrun`` driver, which starts
 torchrun, which starts ``titan_sagemaker_entry.py`` (written by titan into the
 code channel) on every rank; it calls :func:`main` with the config beside it.
 That config already names the SageMaker layout (see
-:mod:`titan.backends.sagemaker_bundle`): the data channel, ``/opt/ml/checkpoints``
+:mod:`titan.backends.sagemaker.bundle`): the data channel, ``/opt/ml/checkpoints``
 (checkpointing always on, so a restarted spot job resumes by itself: SageMaker
 restores the folder from S3 before the restart), ``/opt/ml/output/tensorboard``.
 
@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from titan.backends.sagemaker_bundle import SM_MODEL
+from titan.backends.sagemaker.bundle import SM_MODEL
 
 CONTAINER_ENV = "TITAN_SAGEMAKER_CONTAINER"
 

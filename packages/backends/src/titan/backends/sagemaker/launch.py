@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from titan.backends.sagemaker_bundle import write_code_dir
-from titan.backends.sagemaker_request import Plan, build_request, plan
+from titan.backends.sagemaker.bundle import write_code_dir
+from titan.backends.sagemaker.request import Plan, build_request, plan
 from titan.core.launch import Job
 
 _console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -58,7 +58,7 @@ def launch(job: Job, dry_run: bool, wait: bool = False) -> int:
     _console.print(f"  follow:  titan logs {name} -f")
     print(name, flush=True)
     if wait:
-        from titan.backends.sagemaker_jobs import job_logs
+        from titan.backends.sagemaker.jobs import job_logs
 
         return job_logs(record, follow=True, out=sys.stdout)
     return 0
