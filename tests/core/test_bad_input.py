@@ -19,8 +19,6 @@ the time to the error as a user measures it run as subprocesses.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -31,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from titan.core.cli import main
+from titan.core.testing import folder_snapshot as _snapshot
+from titan.core.testing import titan_in_process as _in_process
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ("--training.steps=1", "--training.seq_len=32", "--training.local_batch_size=1")
@@ -353,14 +352,6 @@ CASES: list[Bad] = [
 ]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding a run's output: a dump folder, and one with a real, damaged checkpoint."""
@@ -384,21 +375,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with shard.open("r+b") as f:  # cut short, as by a full disk or an interrupted copy
         f.truncate(shard.stat().st_size // 2)
     return ws
-
-
-def _in_process(*argv: str) -> tuple[int, str, str]:
-    """``titan ARGV`` in this process: (exit code, stdout, stderr), as the console script."""
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.stdout, sys.stderr = old
-    return code, out.getvalue(), err.getvalue()
 
 
 def _error_lines(stderr: str) -> list[str]:

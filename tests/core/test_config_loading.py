@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.core.config.job import parse_overrides
+from titan.core.config.job import JobConfig, parse_overrides
 from titan.core.errors import ConfigError, PluginError
 from titan.core.launch import prepare_job
 
@@ -55,6 +55,113 @@ def test_string_override_that_looks_like_a_number() -> None:
     ).config
     assert c.model.flavor == "8B"
     assert c.job.description == "42"
+
+
+def load(*overrides: tuple[str, str]) -> JobConfig:
+    return prepare_job(None, overrides=list(overrides), validate=False).config
+
+
+def test_slurm_time_override_reaches_its_string_key_as_typed() -> None:
+    """Issue 22: TOML reads 00:20:00 as a local time; the string key gets the text."""
+    assert load(("slurm.time", "00:20:00")).slurm.time == "00:20:00"
+    assert load(("slurm.time", "1-00:00:00")).slurm.time == "1-00:00:00"
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["2024-01-01", "2024-01-01T10:00:00", "1.50", "1e3", "0x10", "true", "false", "inf", "[1, 2]"],
+)
+def test_string_key_gets_the_override_as_typed(typed: str) -> None:
+    assert load(("job.description", typed)).job.description == typed
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"), [('"a b"', "a b"), ("'00:20:00'", "00:20:00"), ('"1.50"', "1.50")]
+)
+def test_quoted_toml_string_override_gives_its_content(typed: str, expected: str) -> None:
+    assert load(("job.description", typed)).job.description == expected
+
+
+def test_bare_flag_on_a_string_key_is_the_text_true() -> None:
+    overrides = parse_overrides(["--job.description"])
+    assert prepare_job(None, overrides=overrides, validate=False).config.job.description == "true"
+
+
+def test_alias_onto_a_string_key_gets_the_text_as_typed() -> None:
+    """The target key's type decides: torchtitan's selective_ac_option lands on a str key."""
+    c = load(("activation_checkpoint.selective_ac_option", "02"))
+    assert c.ac.selective_ac_option == "02"
+    assert load(("training.batch_size", "3")).training.local_batch_size == 3  # onto an int key
+
+
+def test_value_alias_still_renames_a_string_override() -> None:
+    assert load(("model.flavor", "debugmodel")).model.flavor == "debug"
+
+
+def test_non_string_keys_keep_toml_parsing() -> None:
+    c = load(
+        ("training.steps", "4.0"),
+        ("optimizer.lr", "1.50"),
+        ("metrics.enable_tensorboard", "true"),
+        ("lr_scheduler.decay_ratio", "0.5"),  # float | None
+        ("parallelism.init_full_model_on_rank0", "false"),  # bool | Literal["auto"]
+        ("data.weights", "1,2.5"),
+    )
+    assert c.training.steps == 4 and isinstance(c.training.steps, int)
+    assert c.optimizer.lr == 1.5
+    assert c.metrics.enable_tensorboard is True
+    assert c.lr_scheduler.decay_ratio == 0.5
+    assert c.parallelism.init_full_model_on_rank0 is False
+    assert c.data.weights == [1.0, 2.5]
+    assert (
+        load(("parallelism.init_full_model_on_rank0", "auto")).parallelism.init_full_model_on_rank0
+        == "auto"
+    )
+
+
+def test_string_list_items_are_as_typed() -> None:
+    assert load(("data.sources", "a, 1.50 ,00:20:00")).data.sources == ["a", "1.50", "00:20:00"]
+    assert load(("data.sources", '"a,b"')).data.sources == ["a", "b"]
+    assert load(("data.sources", '["x", "y"]')).data.sources == ["x", "y"]
+    assert load(("slurm.sbatch", "--time=00:20:00")).slurm.sbatch == ["--time=00:20:00"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [("00:20:00", "got 00:20:00 (time)"), ("2024-01-01", "got 2024-01-01 (date)")],
+)
+def test_time_or_date_override_for_an_int_key_is_still_refused(typed: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(("training.steps", typed))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg == f"config key 'training.steps' expects an integer, {shown}"
+
+
+def test_toml_time_and_date_for_a_string_key_are_their_iso_text(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[slurm]\ntime = 00:20:00\nsbatch = [00:30:00]\n[job]\ndescription = 2024-01-01\n",
+    )
+    c = prepare_job(path, validate=False).config
+    assert c.slurm.time == "00:20:00"
+    assert c.slurm.sbatch == ["00:30:00"]
+    assert c.job.description == "2024-01-01"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("00:20:00", "got 00:20:00 (time)"), ("2024-01-01", "got 2024-01-01 (date)")],
+)
+def test_toml_time_or_date_for_an_int_key_is_still_refused(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    path = write(tmp_path, f"[training]\nsteps = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        prepare_job(path, validate=False)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.endswith(f"config key 'training.steps' expects an integer, {shown}")
 
 
 def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def create_job(moto_url: str, home: Path, hosts: int, procs: int) -> dict:
         "--backend",
         "sagemaker",
         *COMMON,
-        "--sagemaker.instance_type=ml.c5.2xlarge",
+        "--sagemaker.instance_type=ml.g5.12xlarge",  # 4 x A10G: fits both layouts
         f"--sagemaker.instance_count={hosts}",
         f"--sagemaker.processes_per_host={procs}",
         f"--sagemaker.role={ROLE}",

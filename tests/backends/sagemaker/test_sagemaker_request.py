@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from titan.core.layout import LAYOUT_ENV, LaunchLayout
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sm_helpers import (  # noqa: E402
     BUCKET,
@@ -153,6 +155,10 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
         k: created["desc"]["ResourceConfig"][k] for k in saved["ResourceConfig"]
     }
     assert saved["Environment"]["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"  # p5: EFA/NCCL set
+    # The ranks check against the layout `titan run` checked: 4 x 8 H100s.
+    layout = LaunchLayout.from_env(saved["Environment"][LAYOUT_ENV])
+    assert (layout.nodes, layout.procs_per_node, layout.where) == (4, 8, "4 x ml.p5.48xlarge")
+    assert "H100" in layout.device.model and layout.device.float8 is True
 
 
 def test_no_secret_reaches_the_request_s3_or_the_output(created, moto_url):

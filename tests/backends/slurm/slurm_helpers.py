@@ -7,7 +7,10 @@ Imported by conftest.py and the test files after putting this folder on ``sys.pa
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -28,6 +31,45 @@ STEPS = 20
 
 sys.path.insert(0, str(REPO / "tests"))
 import exact_runs as dist  # noqa: E402  (the corpus writer and exact-run settings)
+
+CLI_KEYS = {"nproc": "launch.nproc_per_node", "nnodes": "launch.nnodes"}
+
+
+def job_with(*args: str):
+    """A job from ``--key=value`` arguments, as `titan run` builds it before any check."""
+    from titan.core.launch import prepare_job
+
+    overrides = []
+    for arg in args:
+        key, value = arg.removeprefix("--").split("=", 1)
+        overrides.append((CLI_KEYS.get(key, key), value))
+    return prepare_job(None, overrides=overrides, validate=False)
+
+
+def sbatch_spy(folder: Path) -> tuple[dict[str, str], Path]:
+    """A PATH whose ``sbatch`` notes each call in a file, then runs the real one: (env, that file)."""
+    real = shutil.which("sbatch")
+    assert real, "sbatch is not on PATH"
+    folder.mkdir(parents=True)
+    calls = folder / "sbatch-calls"
+    spy = folder / "sbatch"
+    spy.write_text(f'#!/bin/sh\necho "$*" >>{calls}\nexec {real} "$@"\n')
+    spy.chmod(spy.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}, calls
+
+
+def jobs_named(name: str) -> list[str]:
+    """Ids of the jobs of that name that Slurm knows: queued (squeue) or in accounting (sacct)."""
+    queued = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-n", name], capture_output=True, text=True, check=True
+    ).stdout.split()
+    accounted = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID", f"--name={name}", "-S", "2000-01-01"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return queued + accounted
 
 
 def titan(

@@ -7,6 +7,7 @@ Every job trains the debug model on CPU, one rank on each of the two nodes
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_helpers import MAX_REQUEUES, STEPS, SlurmJob, dist, titan  # noqa: E402
+from slurm_helpers import MAX_REQUEUES, STEPS, SlurmJob, dist, jobs_named, titan  # noqa: E402
+
+from titan.backends.slurm.task import scontrol_fields
+from titan.core.layout import LaunchLayout
+
+
+def job_node_fields(name: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "node", name], capture_output=True, text=True, check=True
+    ).stdout
+    return scontrol_fields(out)
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +161,31 @@ def test_unknown_job_is_one_line(cluster_jobs):
     assert "no job '999999'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bad_partition_names_the_key(slurm_cluster, tmp_path: Path):
+def test_what_sbatch_refuses_names_the_key(slurm_cluster, tmp_path: Path):
+    """A node feature no node has: the layout does not read features, sbatch refuses it."""
     proc = titan(
         "run",
         "--backend=slurm",
         "--slurm.gpus_per_node=0",
-        "--slurm.partition=nope",
+        "--slurm.constraint=nofeature",
+        "--slurm.job_name=titan-test-bad-feature",
         f"--job.dump_folder={tmp_path / 'run'}",
         "--training.steps=1",
     )
     assert proc.returncode == 2
-    assert "sbatch refused the job" in proc.stderr and "slurm.partition" in proc.stderr
+    assert "sbatch refused the job" in proc.stderr and "slurm.constraint" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert jobs_named("titan-test-bad-feature") == []
+
+
+def test_the_ranks_get_the_layout_titan_run_checked(cluster_jobs):
+    """The layout travels in the pickled call of every task, read there into TITAN_LAUNCH_LAYOUT."""
+    from submitit.core.utils import DelayedSubmission
+
+    job = cluster_jobs.parity
+    pickled = job.dump / "slurm" / f"{job.id}_submitted.pkl"
+    layout = LaunchLayout.from_env(DelayedSubmission.load(pickled).args[3])
+    assert (layout.nodes, layout.procs_per_node) == (2, 1)
+    assert layout.where == "Slurm: 2 node(s) x 1 CPU rank(s), partition 'debug'"
+    real_memory = int(job_node_fields("node1")["RealMemory"])
+    assert layout.device.kind == "cpu" and layout.device.memory_bytes == real_memory * 1024**2

@@ -111,6 +111,22 @@ def test_dry_run_on_cpu_nodes_asks_for_no_gpus(empty_dirs):
     assert all_files(cwd, home) == []
 
 
+def test_dry_run_asks_sbatch_for_the_gpu_type_and_checks_against_it(empty_dirs):
+    cwd, home = empty_dirs
+    args = ("run", "--backend=slurm", "--dry-run", "--slurm.gpus_per_node=4")
+    proc = isolated_titan(cwd, home, *args, "--slurm.gpu_type=h100")
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --gpus-per-node=h100:4" in proc.stdout.splitlines()
+    assert "note:" not in proc.stderr  # an H100: memory and float8 known
+    untyped = isolated_titan(cwd, home, *args)
+    assert "#SBATCH --gpus-per-node=4" in untyped.stdout.splitlines()
+    notes = [line for line in untyped.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "--slurm.gpu_type" in notes[0], untyped.stderr
+    fp8 = isolated_titan(cwd, home, *args, "--slurm.gpu_type=a100", "--plugins=fp8")
+    assert fp8.returncode == 2 and "A100" in fp8.stderr and fp8.stdout == ""
+    assert all_files(cwd, home) == []
+
+
 def test_submitting_without_slurm_says_where_to_run(empty_dirs):
     cwd, home = empty_dirs
     proc = isolated_titan(cwd, home, "run", "--backend=slurm", "--slurm.gpus_per_node=0")

@@ -130,7 +130,8 @@ def _prepare(
 
 
 def _print_notes(job) -> None:
-    for note in [*job.config.notes, *job.plugins.notes]:
+    layout_notes = job.layout.notes if job.layout is not None else ()
+    for note in [*job.config.notes, *job.plugins.notes, *layout_notes]:
         console.print(f"[dim]note:[/] {escape(note)}")
 
 
@@ -165,10 +166,13 @@ def run(
     """
     extra = [("launch.nproc_per_node", str(nproc))] if nproc else []
     extra += [("launch.nnodes", str(nnodes))] if nnodes else []
-    job = _prepare(ctx, plugins, extra=extra, show_notes=False)
+    job = _prepare(ctx, plugins, extra=extra, validate=False, show_notes=False)
     chosen = job.backends.get(backend)
-    if hasattr(chosen, "check"):  # a mistake is then the only line printed
-        chosen.check(job)
+    from titan.core.checks import check_job
+
+    # Before anything is written, uploaded or submitted, for every backend: a mistake is
+    # then the only line printed (exit 2).
+    check_job(job, job.backends.layout(chosen, job, offline=dry_run))
     _print_notes(job)
     active = ", ".join(sorted(n for n in job.plugins.active if not job.plugins.infos[n].autoload))
     console.print(

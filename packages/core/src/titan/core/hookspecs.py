@@ -8,6 +8,7 @@ Phases and who takes part:
 
 * **Registration** (every *installed* plugin, active or not, because they
   describe what exists): ``titan_register_models``, ``titan_register_backends``,
+  ``titan_register_data_sources``,
   ``titan_config_sections``, ``titan_config_aliases``, ``titan_add_commands``.
 * **Validation** (active plugins): ``titan_validate_config``, before any
   process is launched.
@@ -51,13 +52,15 @@ if TYPE_CHECKING:  # torch and typer stay out of import time
 
     from titan.core.config.aliases import ConfigAlias
     from titan.core.config.job import JobConfig
+    from titan.core.data.sources import DataSourceRegistry
+    from titan.core.layout import LaunchLayout
     from titan.core.parallel import ParallelDims
     from titan.core.registry import BackendRegistry, ModelRegistry
     from titan.core.trainer import Trainer
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
-PLUGIN_API_VERSION = (1, 1)
+PLUGIN_API_VERSION = (1, 2)
 """(major, minor) of the plugin API: these hooks plus :data:`TRAINER_API`.
 
 The minor number grows when something is added (a hook, an argument, a
@@ -104,6 +107,18 @@ def titan_register_backends(registry: BackendRegistry) -> None:
 
 
 @hookspec
+def titan_register_data_sources(registry: DataSourceRegistry) -> None:
+    """Add source-string prefixes (``registry.add("sm-channel:", resolve)``) for datasets.
+
+    ``resolve(rest)`` returns what the prefixed string stands for in this
+    process: a local path, a URL or a Hugging Face Hub name (the SageMaker
+    backend turns ``sm-channel:train`` into the channel's folder in the
+    container). Called when a job is prepared, in the launching process and
+    on every rank.
+    """
+
+
+@hookspec
 def titan_config_sections() -> dict[str, type]:
     """Return ``{section_name: dataclass}`` for the config sections this plugin owns.
 
@@ -135,12 +150,22 @@ def titan_add_commands(app: typer.Typer) -> None:
 
 
 @hookspec
-def titan_validate_config(config: JobConfig, active: frozenset[str]) -> None:
+def titan_validate_config(
+    config: JobConfig, active: frozenset[str], layout: LaunchLayout, model_args: Any
+) -> None:
     """Check the whole, merged config; raise ``titan.core.errors.ConfigError`` if unusable.
 
-    Runs before anything is launched, so a bad combination fails on the
-    user's laptop, not 20 minutes into a cluster job. ``active`` holds the
-    names of all active plugins, for checks that depend on another plugin.
+    Runs before anything is launched, for every backend, so a bad
+    combination fails on the user's laptop, not 20 minutes into a cluster
+    job; each rank runs it again against the same layout. ``active`` holds
+    the names of all active plugins, for checks that depend on another
+    plugin. ``layout`` is the job's :class:`~titan.core.layout.LaunchLayout`
+    (nodes, processes per node, their device: model, memory, float8);
+    ``config.parallelism`` already holds the resolved tensor-parallel degree
+    and :func:`titan.core.checks.degrees` gives all three. ``model_args`` are
+    the model's hyper-parameters (its flavor, with ``model.vocab_size``
+    applied). A hook may take any subset of these arguments. It only checks:
+    it must not change the config.
     """
 
 

@@ -1,15 +1,17 @@
-"""From command-line arguments to a validated job, ready for a backend.
+"""From command-line arguments to a job, and the job's config file.
 
 This is the torch-free half of a run: discover plugins, build the config
 schema from every installed plugin, load the TOML and overrides, activate
-plugins, validate the whole config. Backends then launch
+plugins. The checks live in :mod:`titan.core.checks` and the launch layout
+in :mod:`titan.core.layout`; ``titan run`` checks the job against its
+backend's layout, then the backend launches
 ``python -m titan.core.train <dump_folder>/job_config.toml`` on each rank,
-which repeats these steps from that file and trains.
+which repeats these steps from that file (checking against the same layout)
+and trains.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import sys
@@ -18,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from titan.core.config.aliases import CORE_ALIASES, ConfigAlias
-from titan.core.config.eras import local_dataset_problem
 from titan.core.config.job import JobConfig, load_config
 from titan.core.config.sections import CORE_SECTIONS
-from titan.core.errors import ConfigError, PluginError
+from titan.core.errors import PluginError
+from titan.core.layout import LaunchLayout, rank_layout
 from titan.core.plugins import PluginHost, load_plugins
 from titan.core.registry import BackendRegistry, ModelRegistry
 
@@ -39,6 +41,8 @@ class Job:
     backends: BackendRegistry
     config_file: Path | None = None
     """The TOML file this job was read from (a rank's ``job_config[.next].toml``)."""
+    layout: LaunchLayout | None = None
+    """Where it runs, once checked against it (:func:`titan.core.checks.check_job`)."""
 
     @property
     def dump_folder(self) -> Path:
@@ -168,8 +172,15 @@ def prepare_job(
     plugins: Iterable[str] = (),
     overrides: Iterable[tuple[str, str]] = (),
     validate: bool = True,
+    layout: LaunchLayout | None = None,
 ) -> Job:
-    """Discover plugins, load and validate the config: everything short of launching."""
+    """Discover plugins, load the config and, with ``validate``, check the job.
+
+    It is checked against ``layout``, by default this process's
+    (:func:`titan.core.layout.rank_layout`: what the backend handed the
+    ranks, else torchrun's environment, else ``[launch]``). ``titan run``
+    passes ``validate=False`` and checks against its backend's layout itself.
+    """
     host = load_plugins()
     schema, aliases = collect_schema(host)
     overrides = list(overrides)
@@ -180,11 +191,16 @@ def prepare_job(
     models, backends = ModelRegistry(), BackendRegistry()
     host.pm.hook.titan_register_models(registry=models)
     host.pm.hook.titan_register_backends(registry=backends)
+    from titan.core.data.sources import DATA_SOURCES
+
+    host.pm.hook.titan_register_data_sources(registry=DATA_SOURCES)
     job = Job(config=config, plugins=host, models=models, backends=backends)
     job.config_file = config_path
     if validate:
-        validate_core(job)
-        host.hook.titan_validate_config(config=config, active=host.active)
+        from titan.core.checks import check_job
+
+        launch = config.launch
+        check_job(job, layout or rank_layout(launch.nproc_per_node, launch.nnodes))
     return job
 
 
@@ -237,178 +253,3 @@ def _activate_tensor_parallel(host: PluginHost, config: JobConfig, requested: li
         )
     host.activate([*requested, providers[0]])
     host.notes.append(f"parallelism.tensor_parallel_degree = {degree} -> plugin '{providers[0]}'")
-
-
-def validate_core(job: Job) -> None:
-    """Checks of core's own sections, before any process starts."""
-    c = job.config
-    family = job.models.get(c.model.name)
-    args = family.flavor(c.model.flavor)
-    max_seq_len = getattr(args, "max_seq_len", None)
-    if isinstance(max_seq_len, int) and c.training.seq_len > max_seq_len > 0:
-        raise ConfigError(
-            f"training.seq_len {c.training.seq_len} exceeds the model's max_seq_len "
-            f"{max_seq_len} ({c.model.name}/{c.model.flavor}); lower training.seq_len"
-        )
-    if not c.job.dump_folder.strip():
-        raise ConfigError(
-            "config key 'job.dump_folder' is empty (it would write into the current folder); "
-            "name a folder, e.g. --job.dump_folder=./outputs"
-        )
-    positive = {
-        "training.steps": c.training.steps,
-        "training.local_batch_size": c.training.local_batch_size,
-        "training.seq_len": c.training.seq_len,
-        "metrics.log_freq": c.metrics.log_freq,
-        "checkpoint.interval": c.checkpoint.interval,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"config key '{key}' must be positive, got {value}")
-    if c.optimizer.lr <= 0:
-        raise ConfigError(f"config key 'optimizer.lr' must be positive, got {c.optimizer.lr}")
-    if c.lr_scheduler.warmup_steps < 0:
-        raise ConfigError("config key 'lr_scheduler.warmup_steps' must be 0 or more")
-    if c.model.tokenizer_path and not Path(c.model.tokenizer_path).exists():
-        key = "model.tokenizer_path"
-        if c.model.tokenizer_path == c.model.hf_assets_path:
-            key = "model.hf_assets_path"
-        raise ConfigError(
-            f"tokenizer file '{c.model.tokenizer_path}' ({key}) does not exist; "
-            "fix the path or leave it empty for the bundled tokenizer"
-        )
-    problem = local_dataset_problem(c.training.dataset, c.training.dataset_path)
-    if problem and not c.data.sources:
-        raise ConfigError(problem)
-    for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
-        if getattr(c.parallelism, degree) < 1:
-            raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")
-    from titan.core.folders import check_folders, rerun_notes
-
-    check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
-    c.notes.extend(rerun_notes(c))
-
-
-def resolve_degrees(
-    world_size: int, dp_replicate: int, dp_shard: int, tp: int
-) -> tuple[int, int, int]:
-    """Fill in ``dp_shard = -1`` and check that the degrees multiply to the world size.
-
-    Torch-free, so that the launching ``titan`` process checks it before any
-    rank starts (:func:`check_launch`); the ranks check it again.
-    """
-    if tp > world_size:
-        raise ConfigError(
-            f"parallelism.tensor_parallel_degree {tp} is larger than the {world_size} "
-            f"process(es) of this run; start {tp} or more (--nproc {tp}) or lower the degree"
-        )
-    if dp_shard == -1:
-        if world_size % (dp_replicate * tp):
-            raise ConfigError(
-                f"world size {world_size} is not divisible by data_parallel_replicate_degree "
-                f"{dp_replicate} x tensor_parallel_degree {tp}; change the degrees or the "
-                "process count (--nproc)"
-            )
-        dp_shard = world_size // (dp_replicate * tp)
-    if dp_replicate * dp_shard * tp != world_size:
-        raise ConfigError(
-            f"parallelism degrees dp_replicate {dp_replicate} x dp_shard {dp_shard} x tp {tp} = "
-            f"{dp_replicate * dp_shard * tp}, but {world_size} processes run; make them match "
-            "(--nproc, or data_parallel_shard_degree = -1)"
-        )
-    return dp_replicate, dp_shard, tp
-
-
-def check_launch(job: Job, nproc_per_node: int) -> None:
-    """Checks that need the config and the number of processes, run before any process starts.
-
-    A backend calls this once it knows how many processes it starts per
-    machine (the local backend: ``--nproc``, or one per GPU). Mistakes found
-    here would otherwise surface inside every rank, after the model build,
-    wrapped in torchrun's report. The ranks repeat the checks (a safety net).
-    """
-    c = job.config
-    world = nproc_per_node * max(c.launch.nnodes, 1)
-    p = c.parallelism
-    dp_rep, dp_shard, _ = resolve_degrees(
-        world,
-        p.data_parallel_replicate_degree,
-        p.data_parallel_shard_degree,
-        p.tensor_parallel_degree,
-    )
-    if dp_rep * dp_shard > 1 and not job.plugins.hook.titan_apply_data_parallel.get_hookimpls():
-        raise ConfigError(
-            f"{dp_rep * dp_shard} data-parallel ranks, but no active plugin applies data "
-            "parallelism (is 'fsdp' blocked with no:fsdp?); remove no:fsdp, or run one "
-            "process (--nproc 1)"
-        )
-    t = c.training
-    per_step = t.local_batch_size * dp_rep * dp_shard
-    if t.global_batch_size not in (-1, 0) and t.global_batch_size % per_step:
-        raise ConfigError(
-            f"training.global_batch_size {t.global_batch_size} is not a multiple of "
-            f"local_batch_size {t.local_batch_size} x data-parallel degree {dp_rep * dp_shard} "
-            f"= {per_step}; change one of them"
-        )
-    if c.launch.nproc_per_node != nproc_per_node:
-        # Plugins' checks that need the world size (fp8-ag needs sharding) skip it when
-        # launch.nproc_per_node is 0 ("one per GPU"); here the number is known.
-        known = JobConfig(
-            {**c.sections, "launch": dataclasses.replace(c.launch, nproc_per_node=nproc_per_node)},
-            c.requested_plugins,
-        )
-        known.source = c.source
-        job.plugins.hook.titan_validate_config(config=known, active=job.plugins.active)
-
-
-def check_files_here(job: Job) -> None:
-    """Checks that read this machine's files, for backends whose ranks run on this machine.
-
-    The tokenizer (readable, and no larger than the model's vocabulary), the
-    initial checkpoint folder and the data: each would otherwise fail in every
-    rank after the process group and, for the data, the model are built.
-    """
-    from titan.core.data.loader import check_data_here
-    from titan.core.tokenizers import check_vocab_size, load_tokenizer
-
-    c = job.config
-    tokenizer = load_tokenizer(c.model.tokenizer_path)
-    args = job.models.get(c.model.name).flavor(c.model.flavor)
-    if c.model.vocab_size and hasattr(args, "with_vocab"):
-        args = args.with_vocab(c.model.vocab_size)
-    vocab = getattr(args, "vocab_size", None)
-    if isinstance(vocab, int):
-        check_vocab_size(tokenizer, vocab, f"{c.model.name}/{c.model.flavor}")
-    initial = c.checkpoint.initial_load_path
-    if initial and not (Path(initial) / ".metadata").is_file():
-        what = "does not exist" if not Path(initial).exists() else "is not a checkpoint folder"
-        raise ConfigError(
-            f"checkpoint.initial_load_path '{initial}' {what} (no .metadata in it); point it at "
-            "a folder written by `titan convert hf-to-titan` or a <dump>/checkpoint/step-N"
-        )
-    _check_load_step(c)
-    check_data_here(c)
-
-
-def _check_load_step(c: JobConfig) -> None:
-    """``checkpoint.load_step`` names a checkpoint that exists (the ranks would find out late).
-
-    Listed with :func:`titan.core.folders.saved_steps`, without importing torch.
-    """
-    from titan.core.folders import saved_steps
-
-    ck = c.checkpoint
-    if not ck.enable_checkpoint or ck.load_step in (-1, 0):
-        return
-    folder = Path(c.job.dump_folder) / ck.folder
-    steps = saved_steps(folder)
-    if not steps:
-        raise ConfigError(
-            f"checkpoint.load_step is {ck.load_step} but '{folder}' holds no complete "
-            "checkpoint; set checkpoint.load_step = -1 or fix checkpoint.folder"
-        )
-    if ck.load_step not in steps:
-        raise ConfigError(
-            f"no complete checkpoint for step {ck.load_step} in '{folder}' (have: "
-            f"{', '.join(map(str, steps))}); set checkpoint.load_step"
-        )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from titan.core.launch import resolve_degrees  # checked before launch too
+from titan.core.layout import resolve_degrees  # checked before launch too
 
 MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
 

@@ -20,6 +20,7 @@ from titan.core.errors import ConfigError, PluginError
 if TYPE_CHECKING:
     from titan.core.jobs import JobRecord
     from titan.core.launch import Job
+    from titan.core.layout import LaunchLayout
 
 
 def import_object(path: str) -> Any:
@@ -138,17 +139,41 @@ class ModelRegistry:
 
 
 class Backend(Protocol):
-    """Where a job runs. ``launch`` returns the exit code of the job (0 = success).
+    """Where a job runs.
 
-    ``wait``: a backend that submits and returns (a cluster) follows the job to
-    its end when true and returns the job's exit status; one that runs in the
-    foreground (local) always waits.
+    ``titan run`` asks the backend for its :meth:`layout` first, checks the
+    whole job against it (:func:`titan.core.checks.check_job`: degrees, batch,
+    model state memory, every plugin's ``titan_validate_config``), and only
+    then calls :meth:`launch`, with ``job.layout`` set. A mistake is thus
+    found before anything is written, uploaded, queued or paid for, for
+    every backend alike.
     """
 
     name: str
     description: str
 
-    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int: ...
+    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+        """Nodes, processes per node and their device, as far as this backend knows them.
+
+        ``offline`` (``--dry-run``): answer without asking a cluster or a
+        cloud API. Raise :class:`~titan.core.errors.ConfigError` (one line,
+        naming the fix) for what cannot launch at all, e.g. an unknown
+        instance type, and for mistakes in the backend's own config section
+        (they are then found before anything is printed, written or sent); put
+        what could not be known in ``LaunchLayout.notes``.
+        """
+        ...
+
+    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+        """Launch the checked job; the job's exit code (0 = success).
+
+        ``wait``: a backend that submits and returns (a cluster) follows the
+        job to its end when true and returns the job's exit status; one that
+        runs in the foreground (local) always waits. Pass ``job.layout`` to
+        the ranks as ``TITAN_LAUNCH_LAYOUT`` (``layout.to_env()``), so that
+        they check against the layout the CLI checked.
+        """
+        ...
 
 
 @runtime_checkable
@@ -188,6 +213,27 @@ class BackendRegistry:
         if name not in self.backends:
             raise _unknown("backend", name, sorted(self.backends), "pass --backend NAME")
         return self.backends[name]
+
+    def layout(self, backend: Backend, job: Job, offline: bool) -> LaunchLayout:
+        """``backend.layout(job, offline)``; for a backend written before layouts existed
+        (plugin API 1.1), the ``[launch]`` numbers on an unknown device, said in a note."""
+        if hasattr(backend, "layout"):
+            return backend.layout(job, offline)
+        from titan.core.layout import Device, LaunchLayout
+
+        launch = job.config.launch
+        return LaunchLayout(
+            nodes=max(launch.nnodes, 1),
+            procs_per_node=max(launch.nproc_per_node, 1),
+            device=Device("unknown"),
+            where=f"backend '{backend.name}'",
+            procs_option="--nproc {n}",
+            nodes_option="--nnodes {n}",
+            notes=(
+                f"backend '{backend.name}' gives no launch layout (a layout(job, offline) "
+                "method): checked as --nproc x --nnodes processes, device memory unknown",
+            ),
+        )
 
     def cluster(self, name: str) -> ClusterBackend:
         """The backend of a job record; an error if it cannot list, show or cancel jobs."""

@@ -202,3 +202,38 @@ if pytest is not None:
 
 
 __all__ = ["SMALL_RUN", "TitanResult", "TitanRunner", "titan_runner"]
+
+
+def titan_in_process(*argv: str) -> tuple[int, str, str]:
+    """``titan ARGV`` in this process: (exit code, stdout, stderr), as the console script.
+
+    For checks that end before anything launches (bad input, ``--dry-run``):
+    no interpreter start, no second torch import, so a table of a hundred
+    mistakes runs in seconds. A run that does train runs in this process too.
+    """
+    import io
+
+    from titan.core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdout, sys.stderr = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def folder_snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with the SHA-1 of its bytes: compare two to see what changed."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

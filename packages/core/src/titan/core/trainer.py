@@ -23,8 +23,9 @@ from titan.core.checkpoint import (
     OptimizerState,
     RankLocalState,
 )
+from titan.core.checks import check_tokenizer, grad_accum_steps, model_args, no_data_parallel_error
 from titan.core.data.loader import build_dataloader
-from titan.core.errors import ConfigError, PluginError
+from titan.core.errors import PluginError
 from titan.core.folders import complete_checkpoints
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
@@ -35,7 +36,6 @@ from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
 from titan.core.parallel import ParallelDims, init_full_model_on_rank0, init_parallel
 from titan.core.step_metrics import LogStepMetrics
-from titan.core.tokenizers import check_vocab_size, load_tokenizer
 
 CORE_METRICS = frozenset(
     {"step", "loss", "grad_norm", "lr", "tokens_per_second", "step_time", "memory_gib"}
@@ -110,13 +110,13 @@ class Trainer:
         self.last_loss: float | None = None
         self.loss_terms: dict[str, torch.Tensor] = {}  # this step's loss terms (titan_loss_terms)
 
-        self.tokenizer = load_tokenizer(c.model.tokenizer_path)
-        self.model_args = self._model_args()
+        self.model_args = model_args(job)  # the checks' own code: same lines as before launch
+        self.tokenizer = check_tokenizer(job, self.model_args)
         self.model = self.build_model()
         self.optimizer = self._build_optimizer()
         self.nonfinite = NonFiniteGuard(c.training.nonfinite, self.optimizer, self.device)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, c.lr_scheduler, c.training.steps)
-        self.grad_accum_steps = self._grad_accum_steps()
+        self.grad_accum_steps = grad_accum_steps(c.training, self.parallel.dp_degree)
         self.dataloader = build_dataloader(
             c,
             self.tokenizer,
@@ -148,19 +148,6 @@ class Trainer:
 
     # -- build ---------------------------------------------------------------
 
-    def _model_args(self) -> Any:
-        c = self.config
-        args = self.job.models.get(c.model.name).flavor(c.model.flavor)
-        if c.model.vocab_size:
-            args = args.with_vocab(c.model.vocab_size)
-        check_vocab_size(self.tokenizer, args.vocab_size, f"{c.model.name}/{c.model.flavor}")
-        if c.training.seq_len > args.max_seq_len:
-            raise ConfigError(
-                f"training.seq_len {c.training.seq_len} exceeds the model's max_seq_len "
-                f"{args.max_seq_len}; lower training.seq_len"
-            )
-        return args
-
     def build_model(self) -> torch.nn.Module:
         """Meta-device model -> plugin phases in fixed order -> materialised, initialised."""
         c, p = self.config, self.parallel
@@ -184,11 +171,7 @@ class Trainer:
 
         self.fsdp_applied = isinstance(model, FSDPModule)
         if self.parallel.dp_degree > 1 and not self.fsdp_applied:
-            raise ConfigError(
-                f"{self.parallel.dp_degree} data-parallel ranks, but no plugin applied data "
-                "parallelism to the model (is the 'fsdp' plugin blocked with no:fsdp?); "
-                "remove no:fsdp or run a single process"
-            )
+            raise no_data_parallel_error(self.parallel.dp_degree)
 
     def _init_weights(self, model: torch.nn.Module) -> None:
         """Materialise and initialise the weights.
@@ -280,19 +263,6 @@ class Trainer:
             weight_decay=o.weight_decay,
             **impl,
         )
-
-    def _grad_accum_steps(self) -> int:
-        t = self.config.training
-        per_step = t.local_batch_size * self.parallel.dp_degree
-        if t.global_batch_size in (-1, 0):
-            return 1
-        if t.global_batch_size % per_step:
-            raise ConfigError(
-                f"training.global_batch_size {t.global_batch_size} is not a multiple of "
-                f"local_batch_size {t.local_batch_size} x data-parallel degree "
-                f"{self.parallel.dp_degree} = {per_step}; change one of them"
-            )
-        return t.global_batch_size // per_step
 
     # -- loop ----------------------------------------------------------------
 

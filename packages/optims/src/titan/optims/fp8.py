@@ -68,7 +68,7 @@ def titan_config_aliases() -> list[ConfigAlias]:
 
 
 @hookimpl
-def titan_validate_config(config: Any, active: frozenset[str]) -> None:
+def titan_validate_config(config: Any, layout: Any) -> None:
     from titan.core.errors import ConfigError
 
     c = config.fp8
@@ -77,6 +77,16 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
         raise ConfigError(
             "fp8.filter_fqns contains an empty name, which would match every layer and "
             "convert nothing; remove it"
+        )
+    device = layout.device
+    if device.kind == "cuda" and device.float8 is False and not c.emulate:
+        # A GPU without float8 units would emulate: slower than bf16, for nothing. On CPU
+        # titan emulates where it must (tests, debugging) and says why.
+        raise ConfigError(
+            f"plugin 'fp8' needs float8 matmuls (GPUs of compute capability 8.9+: H100, H200, "
+            f"L40S, L4, B200), but {layout.where} has {device.model} GPUs; pick GPUs with "
+            "float8, remove fp8 from the plugins, or set --fp8.emulate=true (float8 rounding "
+            "at bf16 speed or slower, for debugging)"
         )
 
 

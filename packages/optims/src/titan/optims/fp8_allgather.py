@@ -24,7 +24,7 @@ from typing import Any
 
 from titan.core import hookimpl
 from titan.core.config import ConfigAlias
-from titan.optims._common import expected_dp_shard, say_once
+from titan.optims._common import say_once
 
 REQUIRES = ("fp8",)
 
@@ -66,7 +66,7 @@ def _no_sharding_error(dp_shard: int) -> Exception:
 
 
 @hookimpl
-def titan_validate_config(config: Any, active: frozenset[str]) -> None:
+def titan_validate_config(config: Any, layout: Any) -> None:
     from titan.core.errors import ConfigError
 
     recipe = config.fp8.recipe_name
@@ -76,8 +76,10 @@ def titan_validate_config(config: Any, active: frozenset[str]) -> None:
             f"weight, known before the all-gather), but it is '{recipe}'; set "
             "--fp8.recipe_name=tensorwise or remove fp8-ag from the plugins"
         )
-    dp_shard = expected_dp_shard(config)
-    if dp_shard is not None and dp_shard <= 1:
+    from titan.core.checks import degrees
+
+    _, dp_shard, _ = degrees(config, layout)
+    if dp_shard <= 1:
         raise _no_sharding_error(dp_shard)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from titan.core import hookimpl
-from titan.optims._common import expected_world_size, model_args, say_once, transformer_blocks
+from titan.optims._common import say_once, transformer_blocks
 
 _BLOCK_LINEARS = (
     "attention.wq",
@@ -62,36 +62,14 @@ def divisibility_problems(args: Any, tp: int, seq_len: int) -> list[str]:
     return [f"{what} {n}" for what, n in sizes.items() if isinstance(n, int) and n % tp]
 
 
-@hookimpl(tryfirst=True)  # may fill in the degree, which other plugins' checks depend on
-def titan_validate_config(config: Any, active: frozenset[str]) -> None:
-    from titan.core.errors import ConfigError
+@hookimpl
+def titan_validate_config(config: Any, model_args: Any) -> None:
+    """The degree divides the model's heads, FFN, vocabulary and sequence.
 
-    p = config.parallelism
-    if p.tensor_parallel_degree <= 1:
-        world = expected_world_size(config)
-        if (
-            not world
-            or world == 1
-            or p.data_parallel_shard_degree != -1
-            or world % p.data_parallel_replicate_degree
-        ):
-            raise ConfigError(
-                "plugin 'tp' is active but parallelism.tensor_parallel_degree is "
-                f"{p.tensor_parallel_degree}; set it to the number of processes that share "
-                "each layer, e.g. --parallelism.tensor_parallel_degree=2 --nproc 2"
-            )
-        # Asked for TP without a degree: give it every process not used for replication.
-        p.tensor_parallel_degree = world // p.data_parallel_replicate_degree
-        config.notes.append(
-            f"tp: parallelism.tensor_parallel_degree was 1; using {p.tensor_parallel_degree} "
-            f"(all {world} processes; set the degree to combine TP with FSDP)"
-        )
-    tp = p.tensor_parallel_degree
-    args = model_args(config)
-    if args is not None:
-        if config.model.vocab_size:
-            args = args.with_vocab(config.model.vocab_size)
-        _raise_if_indivisible(args, tp, config)
+    A degree of 1 with this plugin active is filled in by core before this
+    runs (every process of a node; see ``titan.core.checks``).
+    """
+    _raise_if_indivisible(model_args, config.parallelism.tensor_parallel_degree, config)
 
 
 def _raise_if_indivisible(args: Any, tp: int, config: Any) -> None:

@@ -9,8 +9,10 @@ run the same command on each with ``--nnodes N`` and
 ``--launch.rdzv_endpoint=HOST:PORT`` (see docs/distributed.md). titan runs
 torchrun through ``titan.backends.torchrun`` (same arguments), which prints a
 rank's user error once instead of torchrun's ChildFailedError traceback.
-Before anything starts, :meth:`LocalBackend.check` runs every check the config,
-the process count and this machine's files allow.
+Its :meth:`LocalBackend.layout` is this machine (``--nproc`` processes, or
+one per GPU, on ``--nnodes`` such machines); ``titan run`` checks the job
+against it before anything starts, and :meth:`LocalBackend.launch` adds the
+checks of this machine's files (tokenizer, data, checkpoints).
 
 torchrun runs through :mod:`titan.backends.local.torchrun_agent` (torchrun's own
 agent with titan's exit codes). Ctrl-C (SIGINT) to ``titan`` is passed to it,
@@ -37,8 +39,11 @@ from typing import Any
 from rich.console import Console
 
 from titan.core import hookimpl
+from titan.core.checks import check_files_here
+from titan.core.device_peaks import cpu_name
 from titan.core.errors import ConfigError
-from titan.core.launch import CONFIG_FILE_NAME, Job, check_files_here, check_launch
+from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.layout import LAYOUT_ENV, LaunchLayout, cpu_device, cuda_device
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
@@ -75,13 +80,16 @@ def default_nproc() -> int:
     return gpu_count() or 1
 
 
-def rank_env(nproc: int, gpus: int) -> dict[str, str]:
+def rank_env(nproc: int, gpus: int, layout: LaunchLayout | None = None) -> dict[str, str]:
     """Environment for the ranks: on CPU, split the cores between them and stop OpenMP spinning.
 
     OpenMP threads busy-wait between parallel regions; ranks sharing cores
-    then slow each other down (up to 1.5x here). Values already set win.
+    then slow each other down (up to 1.5x here). Values already set win. The
+    ranks check the job against ``layout``, the one ``titan run`` checked.
     """
     env = dict(os.environ)
+    if layout is not None:
+        env[LAYOUT_ENV] = layout.to_env()
     if gpus == 0:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -158,34 +166,59 @@ class LocalBackend:
             cmd.append(f"--max-restarts={launch.max_restarts}")
         return [*cmd, *job.train_command(config_path)[1:]]
 
-    def check(self, job: Job) -> int:
-        """Everything that can be known before launch; returns the processes per machine.
-
-        ``titan run`` calls it before printing anything else, and :meth:`launch`
-        again, so a mistake is one line and nothing is written or started.
-        """
+    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+        """This machine: ``--nproc`` processes (default: one per GPU, or 1 on CPU), ``--nnodes`` alike."""
         nproc = self.nproc(job)
-        check_launch(job, nproc)
-        if nproc > 1 or job.config.launch.nnodes > 1:
-            self.command(job, nproc)  # its checks (rendezvous address, restarts) raise here
-        if job.config.launch.nnodes == 1:  # the ranks read this machine's files
+        gpus = gpu_count()
+        nnodes = max(job.config.launch.nnodes, 1)
+        device = cuda_device(0) if gpus else cpu_device(nproc, model=cpu_name())
+        machines = "this machine" if nnodes == 1 else f"{nnodes} machines like this one"
+        return LaunchLayout(
+            nodes=nnodes,
+            procs_per_node=nproc,
+            device=device,
+            where=machines,
+            procs_option="--nproc {n}",
+            nodes_option="--nnodes {n}" if nnodes > 1 else "",
+            max_procs_per_node=gpus or None,
+        )
+
+    def check_here(self, job: Job) -> None:
+        """What the layout checks leave: the launch command's settings and this machine's files.
+
+        ``titan run`` has checked the job against :meth:`layout` already;
+        these read files, so they run only for a real launch or a dry run
+        of this machine's ranks.
+        """
+        layout = self._layout(job)
+        if layout.world_size > 1:
+            self.command(job, layout.procs_per_node)  # its checks (rendezvous, restarts) raise
+        if layout.nodes == 1:  # the ranks read this machine's files
             check_files_here(job)
-        return nproc
+
+    def _layout(self, job: Job) -> LaunchLayout:
+        if job.layout is None:  # launched without `titan run` (a test, a script): check here
+            from titan.core.checks import check_job
+
+            check_job(job, self.layout(job, offline=False))
+        assert job.layout is not None
+        return job.layout
 
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
         """Run in the foreground: ``wait`` is implied."""
-        launch = job.config.launch
-        nproc = self.check(job)
-        if nproc == 1 and launch.nnodes == 1:
+        self.check_here(job)
+        layout = self._layout(job)
+        nproc = layout.procs_per_node
+        if layout.world_size == 1:
             return self._in_process(job, dry_run)
         cmd = self.command(job, nproc)
         _warn_if_oversubscribed(nproc)
         if dry_run:
-            _dry_run_note(job, f"{nproc * launch.nnodes} ranks through torchrun")
+            _dry_run_note(job, f"{layout.world_size} ranks through torchrun")
             print(shlex.join(cmd), flush=True)
             return 0
         cmd = self.command(job, nproc, job.write_config())  # .next.toml while unvalidated
-        return run_torchrun(cmd, rank_env(nproc, gpu_count()))
+        return run_torchrun(cmd, rank_env(nproc, gpu_count(), layout))
 
     def _in_process(self, job: Job, dry_run: bool) -> int:
         if dry_run:

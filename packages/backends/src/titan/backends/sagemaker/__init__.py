@@ -23,8 +23,10 @@ from titan.core import hookimpl
 if TYPE_CHECKING:
     import typer
 
+    from titan.core.data.sources import DataSourceRegistry
     from titan.core.jobs import JobRecord
     from titan.core.launch import Job
+    from titan.core.layout import LaunchLayout
     from titan.core.registry import BackendRegistry
     from titan.core.trainer import Trainer
 
@@ -47,6 +49,12 @@ class SageMakerSection:
     instance_count: int = 1
     processes_per_host: int = 0
     """torchrun processes per instance; 0: one per GPU of instance_type (8 on ml.p5.48xlarge)."""
+    gpus_per_instance: int = 0
+    """GPUs of one instance; 0: from titan's table of instance types. Set it (with gpu_model)
+    for a type titan does not know; on a known type it overrides the table."""
+    gpu_model: str = ""
+    """GPU model of instance_type (H100, H200, A100 80GB, L40S, ...); empty: from titan's table.
+    Set it (with gpus_per_instance) for a type titan does not know; it overrides the table."""
     volume_size_gb: int = 500
     """EBS volume per instance (the container's /opt/ml, checkpoints included)."""
     spot: bool = False
@@ -107,6 +115,20 @@ class SageMakerBackend:
     name: str = "sagemaker"
     description: str = "an Amazon SageMaker training job (ModelTrainer, torchrun; S3 data)"
 
+    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+        """Instances x processes and their GPU, from titan's table of instance types.
+
+        No AWS call and no SDK import, online or not (``offline`` changes nothing):
+        what only SageMaker knows (quotas, capacity) is found when the job is created.
+        The rest of ``[sagemaker]`` (role, S3 URIs, spot limits, environment) is
+        checked here too, so that every mistake is found before anything is printed.
+        """
+        from titan.backends.sagemaker.instances import launch_layout
+        from titan.backends.sagemaker.request import plan
+
+        plan(job, image_lookup=False)
+        return launch_layout(job)
+
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
         require_sdk()
         from titan.backends.sagemaker.launch import launch
@@ -140,6 +162,14 @@ def titan_register_backends(registry: BackendRegistry) -> None:
 @hookimpl
 def titan_config_sections() -> dict[str, type]:
     return {"sagemaker": SageMakerSection}
+
+
+@hookimpl
+def titan_register_data_sources(registry: DataSourceRegistry) -> None:
+    """``sm-channel:NAME``: an input channel's folder in the job's container."""
+    from titan.backends.sagemaker.channels import PREFIX, channel_dir
+
+    registry.add(PREFIX, channel_dir)
 
 
 @hookimpl

@@ -29,6 +29,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from titan.backends.sagemaker.channels import PREFIX
 from titan.core.launch import CONFIG_FILE_NAME, Job
 
 ENTRY_SCRIPT = "titan_sagemaker_entry.py"
@@ -70,7 +71,7 @@ def container_job(job: Job, input_channel: str | None, tensorboard: bool) -> Job
         config.metrics.enable_tensorboard = True
         config.metrics.save_tb_folder = SM_TENSORBOARD
     if input_channel:
-        config.training.dataset_path = f"sm-channel:{input_channel}"
+        config.training.dataset_path = f"{PREFIX}{input_channel}"
     tokenizer = local_tokenizer(job)
     if tokenizer is not None:
         config.model.tokenizer_path = f"{SM_CODE}/{TOKENIZER_DIR}/{tokenizer.name}"

@@ -1,8 +1,11 @@
 """From titan's ``[sagemaker]`` section to a SageMaker SDK v3 ``ModelTrainer`` and its request.
 
 Everything that can be checked without AWS is checked here, before anything is
-uploaded or created: the role ARN, S3 URIs, spot limits, processes per host,
-secrets in the environment, data that only exists on this machine.
+uploaded or created: the role ARN, S3 URIs, spot limits, secrets in the
+environment, data that only exists on this machine. What is about the launch
+layout (instance type, count, processes per host) is checked once, in
+:func:`titan.backends.sagemaker.instances.launch_layout`, which ``titan run``
+calls before this.
 
 The exact CreateTrainingJob request is captured with a botocore
 ``provide-client-params`` handler on the boto3 session the SDK uses. For
@@ -15,6 +18,7 @@ own code with no network, no credentials and no upload (the SDK's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -22,50 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from titan.backends.sagemaker.channels import PREFIX
+from titan.backends.sagemaker.instances import launch_layout, resolve_instance
 from titan.core.errors import ConfigError
+from titan.core.layout import LAYOUT_ENV, LaunchLayout
+
+ENV_VALUE_MAX = 512
+"""CreateTrainingJob's limit on one Environment value (botocore's service model)."""
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
-# GPUs per instance: the number of torchrun processes per host by default.
-GPUS_PER_INSTANCE = {
-    "ml.p5.48xlarge": 8,
-    "ml.p5e.48xlarge": 8,
-    "ml.p5en.48xlarge": 8,
-    "ml.p4d.24xlarge": 8,
-    "ml.p4de.24xlarge": 8,
-    "ml.p3.16xlarge": 8,
-    "ml.p3dn.24xlarge": 8,
-    "ml.p3.8xlarge": 4,
-    "ml.p3.2xlarge": 1,
-    "ml.g5.48xlarge": 8,
-    "ml.g5.24xlarge": 4,
-    "ml.g5.12xlarge": 4,
-    "ml.g5.xlarge": 1,
-    "ml.g5.2xlarge": 1,
-    "ml.g5.4xlarge": 1,
-    "ml.g5.8xlarge": 1,
-    "ml.g5.16xlarge": 1,
-    "ml.g6.48xlarge": 8,
-    "ml.g6e.48xlarge": 8,
-    "ml.g6.12xlarge": 4,
-    "ml.g6.xlarge": 1,
-}
-
-# Instances with EFA. The SDK's torchrun driver itself sets FI_PROVIDER=efa (these),
-# FI_EFA_USE_DEVICE_RDMA=1 and RDMAV_FORK_SAFE=1 (p4d/p5), NCCL_SOCKET_IFNAME (eth0)
-# and NCCL_PROTO=simple; titan adds the rest of what NCCL over EFA needs.
-EFA_INSTANCES = {
-    "ml.p5.48xlarge",
-    "ml.p5e.48xlarge",
-    "ml.p5en.48xlarge",
-    "ml.p4d.24xlarge",
-    "ml.p4de.24xlarge",
-    "ml.p3dn.24xlarge",
-    "ml.g5.48xlarge",
-    "ml.g6.48xlarge",
-    "ml.g6e.48xlarge",
-}
+# On instance types with EFA (the table in instances.py) the SDK's torchrun driver itself
+# sets FI_PROVIDER=efa, FI_EFA_USE_DEVICE_RDMA=1 and RDMAV_FORK_SAFE=1 (p4d/p5),
+# NCCL_SOCKET_IFNAME (eth0) and NCCL_PROTO=simple; titan adds the rest of what NCCL over
+# EFA needs.
 EFA_ENV = {
     "FI_EFA_FORK_SAFE": "1",  # libfabric < 1.13 (older images): fork() with EFA registered memory
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a failed collective ends the job instead of a hang
@@ -150,7 +125,7 @@ def _check_data_reaches_the_job(job: Any, input_uri: str) -> None:
     places = [] if input_uri else [("training.dataset_path", t.dataset_path)]
     places += [("data.sources", s) for s in job.config.data.sources]
     for key, value in places:
-        local = value and "://" not in value and not value.startswith("sm-channel:")
+        local = value and "://" not in value and not value.startswith(PREFIX)
         if local and Path(value).expanduser().exists():
             raise ConfigError(
                 f"{key} '{value}' is on this machine and the SageMaker job cannot read it; "
@@ -168,8 +143,6 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
             f"sagemaker.role is {got}; pass the job's IAM role as a full ARN: "
             "--sagemaker.role=arn:aws:iam::123456789012:role/SageMakerRole"
         )
-    if sec.instance_count < 1:
-        raise ConfigError("sagemaker.instance_count must be 1 or more")
     if sec.max_runtime_s < 1:
         raise ConfigError("sagemaker.max_runtime_s must be 1 or more (seconds)")
     for key in ("input", "output_path", "checkpoint_s3_uri", "tensorboard_s3_uri"):
@@ -180,12 +153,8 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
             f"so without it s3://b/c4 also pulls s3://b/c4-old/; pass '{sec.input}/'"
         )
     _check_data_reaches_the_job(job, sec.input)
-    procs = sec.processes_per_host or GPUS_PER_INSTANCE.get(sec.instance_type, 0)
-    if procs < 1:
-        raise ConfigError(
-            f"titan does not know how many GPUs {sec.instance_type} has; pass "
-            "--sagemaker.processes_per_host=N (one process per GPU)"
-        )
+    checked: LaunchLayout | None = getattr(job, "layout", None)
+    layout = checked or launch_layout(job)
     max_wait: int | None = None
     if sec.spot:
         max_wait = sec.max_wait_s or 2 * sec.max_runtime_s
@@ -198,12 +167,6 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
     elif sec.max_wait_s:
         raise ConfigError(
             "sagemaker.max_wait_s applies to spot jobs only; pass --sagemaker.spot=true or drop it"
-        )
-    if sec.instance_count > 1 and job.config.checkpoint.async_mode != "disabled":
-        raise ConfigError(
-            "checkpoint.async_mode=async is not supported on SageMaker jobs of several instances "
-            "(each host publishes its own part of a checkpoint after the save); pass "
-            "--checkpoint.async_mode=disabled"
         )
     if sec.install_titan not in ("auto", "always", "never"):
         raise ConfigError(
@@ -221,8 +184,10 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
                 "the environment in the console and API: give the job's IAM role the access "
                 "instead (or read it from AWS Secrets Manager in the job)"
             )
-    if sec.efa and sec.instance_type in EFA_INSTANCES:
+    if sec.efa and resolve_instance(sec).efa:
         env = {**EFA_ENV, **env}
+    if checked is not None:  # the ranks check against the layout titan run checked
+        env[LAYOUT_ENV] = layout_env(checked)
     region = resolve_region(sec)
     account = match.group(1)
     bucket = sec.bucket or f"sagemaker-{region}-{account}"
@@ -234,7 +199,7 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
         account=account,
         bucket=bucket,
         base_job_name=base,
-        processes_per_host=procs,
+        processes_per_host=layout.procs_per_node,
         max_wait_s=max_wait,
         output_path=sec.output_path or f"s3://{bucket}/titan/",
         checkpoint_s3_uri=sec.checkpoint_s3_uri,
@@ -245,6 +210,15 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
         environment=env,
         tags=_pairs(sec.tags, "tags"),
     )
+
+
+def layout_env(layout: LaunchLayout) -> str:
+    """``TITAN_LAUNCH_LAYOUT``'s value; its notes (for the user, said before launch) are
+    dropped if the whole would pass SageMaker's 512-character limit on a value."""
+    text = layout.to_env()
+    if len(text) > ENV_VALUE_MAX:
+        text = dataclasses.replace(layout, notes=()).to_env()
+    return text
 
 
 def default_image(sec: Any, region: str) -> str:

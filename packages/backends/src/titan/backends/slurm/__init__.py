@@ -1,6 +1,9 @@
 """slurm: submit the job to a Slurm cluster through submitit, one Slurm task per rank.
 
-``titan run --backend slurm`` writes the effective config into the dump folder
+``titan run --backend slurm`` first asks :meth:`SlurmBackend.layout` where the
+job would run (nodes x ranks, their device; at submission the partition's
+nodes as Slurm reports them, :mod:`titan.backends.slurm.cluster`) and checks
+the job against it. Then it writes the effective config into the dump folder
 (on a file system the nodes share), submits an sbatch script through
 submitit's ``SlurmExecutor`` and returns with the job id, the log paths and
 how to follow the job; ``--wait`` follows it to the end. Every task runs
@@ -28,11 +31,18 @@ from typing import TextIO
 
 from rich.console import Console
 
-from titan.backends.slurm.config import Layout, SlurmSection, validate
+from titan.backends.slurm.cluster import (
+    ClusterUnreachable,
+    ask_cluster,
+    cluster_layout,
+    offline_layout,
+)
+from titan.backends.slurm.config import SlurmSection, validate
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
 from titan.core.jobs import JobRecord
 from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.layout import LaunchLayout
 from titan.core.registry import BackendRegistry
 
 AUTOLOAD = True
@@ -46,7 +56,7 @@ _SBATCH_ERRORS = (
     ("qos", "slurm.qos"),
     ("time limit", "slurm.time"),
     ("feature", "slurm.constraint"),
-    ("gres", "slurm.gpus_per_node"),
+    ("gres", "slurm.gpus_per_node or slurm.gpu_type"),
     (
         "node configuration is not available",
         "slurm.nodes, slurm.gpus_per_node, slurm.cpus_per_task or slurm.constraint",
@@ -60,16 +70,40 @@ class SlurmBackend:
     name: str = "slurm"
     description: str = "a Slurm cluster, through submitit: one task per rank, requeue on signal"
 
+    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+        """Nodes x ranks per node and their device; at submission, checked against the partition.
+
+        Runs every check of the [slurm] keys first. ``offline`` (``--dry-run``):
+        from [slurm] and [launch] alone. Otherwise sbatch must be on PATH and
+        ``sinfo`` is asked for the partition's nodes (a few seconds at most);
+        when it cannot answer, one note says so and the offline layout is used.
+        """
+        config = job.config
+        validate(config)
+        if offline:
+            return offline_layout(config)
+        _require_sbatch()
+        try:
+            cluster = ask_cluster()
+        except ClusterUnreachable as exc:
+            return offline_layout(config, unreachable=str(exc))
+        return cluster_layout(config, cluster)
+
     def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
         from titan.backends.slurm.script import render_sbatch, submitit_folder
 
+        if job.layout is None:  # launched without `titan run` (a test, a script): check here
+            from titan.core.checks import check_job
+
+            check_job(job, self.layout(job, offline=dry_run))
+        lay = job.layout
+        assert lay is not None
         config = job.config
-        lay = validate(config)
         config.job.dump_folder = str(Path(config.job.dump_folder).expanduser().absolute())
         self._header(job)
         if dry_run:
             _console.print(
-                f"dry run: would submit {lay.nodes} node(s) x {lay.nproc_per_node} rank(s); "
+                f"dry run: would submit {lay.nodes} node(s) x {lay.procs_per_node} rank(s); "
                 f"nothing is written or submitted. At submission titan writes "
                 f"{job.dump_folder / CONFIG_FILE_NAME} and submitit its files under "
                 f"{submitit_folder(config)}. The sbatch script:"
@@ -77,11 +111,7 @@ class SlurmBackend:
             sys.stdout.write(render_sbatch(config, lay))
             sys.stdout.flush()
             return 0
-        if not shutil.which("sbatch"):
-            raise ConfigError(
-                "sbatch is not on PATH: submit from the cluster's login node (or add Slurm's "
-                "bin folder to PATH); --dry-run prints the script without Slurm"
-            )
+        _require_sbatch()
         # Usually job_config.toml; the path the ranks must read if the core writes elsewhere.
         config_path = job.write_config()
         record = self._submit(job, lay, config_path)
@@ -90,7 +120,7 @@ class SlurmBackend:
         job_store().add(record)
         _console.print(
             f"submitted Slurm job {record.id} ({record.name}): {lay.nodes} node(s) x "
-            f"{lay.nproc_per_node} rank(s)\n"
+            f"{lay.procs_per_node} rank(s)\n"
             f"  logs (one per rank): {record.logs[0]}"
             + (" ..." if len(record.logs) > 1 else "")
             + f"\n  follow: titan logs {record.id} -f   state: titan jobs   "
@@ -121,7 +151,7 @@ class SlurmBackend:
             f"(up to {c.slurm.max_requeues} requeues)"
         )
 
-    def _submit(self, job: Job, lay: Layout, config_path: Path) -> JobRecord:
+    def _submit(self, job: Job, lay: LaunchLayout, config_path: Path) -> JobRecord:
         import submitit
 
         from titan.backends.slurm.script import executor_parameters, submitit_folder
@@ -136,8 +166,9 @@ class SlurmBackend:
                 submitted = executor.submit(
                     run_rank,
                     str(config_path),
-                    lay.gpus_per_node,
+                    c.slurm.gpus_per_node,
                     c.slurm.max_requeues,
+                    lay.to_env(),  # the ranks check the job against the layout checked here
                 )
         except submitit.core.utils.FailedJobError as exc:
             raise _sbatch_error(exc) from None
@@ -172,6 +203,14 @@ class SlurmBackend:
         from titan.backends.slurm.jobs import cancel
 
         cancel(record)
+
+
+def _require_sbatch() -> None:
+    if not shutil.which("sbatch"):
+        raise ConfigError(
+            "sbatch is not on PATH: submit from the cluster's login node (or add Slurm's "
+            "bin folder to PATH); --dry-run prints the script without Slurm"
+        )
 
 
 def _sbatch_error(exc: Exception) -> ConfigError:

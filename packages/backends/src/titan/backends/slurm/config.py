@@ -1,6 +1,8 @@
 """The ``[slurm]`` config section and its checks, done on the login node before anything is submitted.
 
 Torch-free and Slurm-free: ``titan config show`` and ``--dry-run`` use it anywhere.
+What needs the cluster (its partitions and nodes) is in
+:mod:`titan.backends.slurm.cluster`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class SlurmSection:
     """Nodes; 0 means --nnodes (launch.nnodes, default 1)."""
     gpus_per_node: int = 8
     """GPUs requested per node (--gpus-per-node); 0 on CPU-only nodes."""
+    gpu_type: str = ""
+    """The nodes' GPU type as Slurm names it in its GRES (h100 in gpu:h100:8): asked of sbatch
+    (--gpus-per-node=h100:8), and what titan checks memory and float8 against; empty: any GPU,
+    its model read from the partition's nodes at submission."""
     cpus_per_task: int = 0
     """CPUs per rank (each rank is one Slurm task); 0: the cluster's default."""
     mem: str = ""
@@ -108,21 +114,30 @@ def sbatch_pairs(entries: list[str]) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Layout:
-    """Nodes and ranks of one job: one Slurm task per rank."""
-
-    nodes: int
-    nproc_per_node: int
-    gpus_per_node: int
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.nproc_per_node
+_GPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_MEM = re.compile(r"^(\d+)([KMGT]?)$", re.IGNORECASE)
 
 
-def layout(config: Any) -> Layout:
-    """Nodes and processes per node from [slurm] and [launch], checked against each other."""
+def mem_megabytes(value: str) -> int | None:
+    """sbatch's ``--mem`` (``200G``, ``500000``: megabytes) in MiB; None for 0 (all) or empty."""
+    match = _MEM.match(value.strip())
+    if not match:
+        raise ConfigError(
+            f"slurm.mem '{value}' is not a memory size as sbatch takes it; write e.g. 200G, "
+            "500000M or 0 (all of each node's memory)"
+        )
+    number, unit = int(match.group(1)), match.group(2).upper()
+    scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
+    return max(int(number * scale), 1) if number else None
+
+
+def node_counts(config: Any) -> tuple[int, int]:
+    """Nodes, and processes (ranks, Slurm tasks) per node, from [slurm] and [launch].
+
+    The one place the Slurm backend's world size comes from: its launch
+    layout (:mod:`titan.backends.slurm.cluster`) and, through it, the sbatch
+    script and the checks of ``titan run``.
+    """
     s, launch = config.slurm, config.launch
     if s.nodes < 0 or s.gpus_per_node < 0 or s.cpus_per_task < 0:
         raise ConfigError("slurm.nodes, slurm.gpus_per_node and slurm.cpus_per_task must be >= 0")
@@ -137,13 +152,29 @@ def layout(config: Any) -> Layout:
             f"--nproc {nproc} but slurm.gpus_per_node is {s.gpus_per_node}; one rank needs one "
             f"GPU, so pass --nproc {s.gpus_per_node} or less, or raise slurm.gpus_per_node"
         )
-    return Layout(nodes=nodes, nproc_per_node=nproc, gpus_per_node=s.gpus_per_node)
+    return nodes, nproc
 
 
-def validate(config: Any) -> Layout:
-    """Every [slurm] check that needs no cluster. Returns the job's layout."""
+def gpus_option(config: Any) -> int | str:
+    """What ``--gpus-per-node`` gets: the count, or ``TYPE:COUNT`` with slurm.gpu_type."""
     s = config.slurm
-    lay = layout(config)
+    return f"{s.gpu_type}:{s.gpus_per_node}" if s.gpu_type else s.gpus_per_node
+
+
+def validate(config: Any) -> None:
+    """Every check of the [slurm] keys themselves (no cluster needed)."""
+    s = config.slurm
+    node_counts(config)
+    if s.gpu_type and not _GPU_TYPE.match(s.gpu_type):
+        raise ConfigError(
+            f"slurm.gpu_type '{s.gpu_type}' is not a GPU type; write the type alone as Slurm "
+            "names it (h100 in gpu:h100:8); the count is slurm.gpus_per_node"
+        )
+    if s.gpu_type and not s.gpus_per_node:
+        raise ConfigError(
+            f"slurm.gpu_type is '{s.gpu_type}' but slurm.gpus_per_node is 0 (CPU nodes); set "
+            "--slurm.gpus_per_node (e.g. 8) or leave slurm.gpu_type empty"
+        )
     if s.max_requeues < 0:
         raise ConfigError("slurm.max_requeues must be 0 or more")
     if s.signal_delay < 1:
@@ -156,6 +187,7 @@ def validate(config: Any) -> Layout:
                 f"(slurm.signal_delay = {s.signal_delay} s before the end); raise slurm.time "
                 "or lower slurm.signal_delay"
             )
+    if s.mem:
+        mem_megabytes(s.mem)
     env_pairs(s.env)
     sbatch_pairs(s.sbatch)
-    return lay

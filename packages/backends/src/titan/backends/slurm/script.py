@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from titan.backends.slurm.config import Layout, env_pairs, sbatch_pairs, time_seconds
+from titan.backends.slurm.config import env_pairs, gpus_option, sbatch_pairs, time_seconds
+from titan.core.layout import LaunchLayout
 
 SUBMITIT_ENTRY = "-u -m submitit.core._submit"
 """What submitit's executor runs on every task (``SlurmExecutor._submitit_command_str``)."""
@@ -30,7 +31,7 @@ def submitit_folder(config: Any) -> Path:
     return Path(folder).expanduser().absolute()
 
 
-def executor_parameters(config: Any, lay: Layout) -> dict[str, Any]:
+def executor_parameters(config: Any, lay: LaunchLayout) -> dict[str, Any]:
     """``SlurmExecutor.update_parameters`` keywords for this job (Slurm's own names)."""
     s = config.slurm
     extra: dict[str, Any] = {"requeue": True}  # the job may requeue itself (JobRequeue may be 0)
@@ -40,7 +41,7 @@ def executor_parameters(config: Any, lay: Layout) -> dict[str, Any]:
     params: dict[str, Any] = {
         "job_name": s.job_name or config.job.description,
         "nodes": lay.nodes,
-        "ntasks_per_node": lay.nproc_per_node,
+        "ntasks_per_node": lay.procs_per_node,
         # None leaves --time out: the partition's default limit applies.
         "time": math.ceil(time_seconds(s.time) / 60) if s.time else None,
         "signal_delay_s": s.signal_delay,
@@ -58,7 +59,8 @@ def executor_parameters(config: Any, lay: Layout) -> dict[str, Any]:
         "qos": s.qos,
         "constraint": s.constraint,
         "cpus_per_task": s.cpus_per_task,
-        "gpus_per_node": s.gpus_per_node,
+        # h100:8 with slurm.gpu_type: sbatch then picks nodes with that GRES type
+        "gpus_per_node": gpus_option(config) if s.gpus_per_node else None,
         "exclusive": s.exclusive,
     }
     params.update({k: v for k, v in optional.items() if v})
@@ -72,7 +74,7 @@ def submitit_command(folder: Path, python: str | None = None) -> str:
     )
 
 
-def render_sbatch(config: Any, lay: Layout) -> str:
+def render_sbatch(config: Any, lay: LaunchLayout) -> str:
     """The exact script ``sbatch`` gets for this job (submitit's own renderer, no Slurm needed)."""
     from submitit.slurm.slurm import _make_sbatch_string
 

@@ -32,6 +32,7 @@ import time
 import traceback
 
 from titan.core.errors import EXIT_STOPPED_RESUMABLE
+from titan.core.layout import LAYOUT_ENV
 
 FAILURE_MARK = "titan: rank "
 """Start of the one line a failing rank prints last (``titan logs`` looks for it)."""
@@ -110,10 +111,17 @@ def requeue_after_stop(max_requeues: int) -> None:
     )
 
 
-def run_rank(config_path: str, gpus_per_node: int, max_requeues: int) -> None:
-    """Train one rank of the job in ``config_path``; exit as described in the module docstring."""
+def run_rank(config_path: str, gpus_per_node: int, max_requeues: int, layout: str = "") -> None:
+    """Train one rank of the job in ``config_path``; exit as described in the module docstring.
+
+    ``layout``: the launch layout ``titan run`` checked the job against
+    (``LaunchLayout.to_env()``); the rank checks it again against the same
+    one, read from ``TITAN_LAUNCH_LAYOUT``.
+    """
     from titan.core import faults
 
+    if layout:
+        os.environ[LAYOUT_ENV] = layout
     # First of all: a stop signal from now on (Slurm's may come while torch is imported) is
     # recorded for the trainer, which stops at its first step boundary. Left to submitit's own
     # handlers, SIGUSR2 would end the job without a checkpoint and SIGTERM would be ignored.

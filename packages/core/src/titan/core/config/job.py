@@ -8,6 +8,7 @@ names the key, what was expected and, for typos, the closest valid name.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import tomllib
 import types
@@ -105,11 +106,23 @@ def _override_hint(arg: str) -> str:
 
 
 def _parse_cli_value(raw: str) -> Any:
-    """TOML syntax where it parses (numbers, booleans, lists), else a plain string."""
+    """TOML syntax where it parses (numbers, booleans, lists), else a plain string.
+
+    What a string key gets is the text as typed instead (:func:`_cli_text`); the
+    parsed value serves the other key types and the aliases.
+    """
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _cli_text(raw: str, parsed: Any) -> str:
+    """An override as a string key gets it: as typed (``00:20:00``, ``1.50``, ``true``),
+    except that a quoted TOML string (``'"a b"'``) gives its content."""
+    if isinstance(parsed, str) and raw.lstrip()[:1] in ('"', "'"):
+        return parsed
+    return raw
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -187,8 +200,14 @@ class _Resolver:
         self.plugins: list[str] = []
         self.notes: list[str] = []
 
-    def resolve(self, key: str, value: Any, from_cli: bool) -> list[tuple[str, Any]]:
-        """The titan ``(key, value)`` pairs one file or command-line entry becomes (maybe none)."""
+    def resolve(
+        self, key: str, value: Any, from_cli: bool, raw: str | None = None
+    ) -> list[tuple[str, Any]]:
+        """The titan ``(key, value)`` pairs one file or command-line entry becomes (maybe none).
+
+        ``raw`` is an override's text as typed; the type of the key it lands on (after
+        aliases) decides whether that text or the parsed ``value`` is used.
+        """
         aliases = self.aliases.get(key)
         if aliases is not None and key not in self._valid_keys():
             if all(a.item is not None for a in aliases):
@@ -221,7 +240,7 @@ class _Resolver:
             elif alias.target:
                 self.notes.append(f"{key} -> {alias.target}")
             key = alias.target or key
-        return [self._typed(key, value, from_cli)]
+        return [self._typed(key, value, from_cli, raw)]
 
     def _resolve_items(
         self, key: str, value: Any, aliases: list[ConfigAlias], from_cli: bool
@@ -249,7 +268,9 @@ class _Resolver:
                 out.append(self._typed(a.target, present, from_cli))
         return out
 
-    def _typed(self, key: str, value: Any, from_cli: bool) -> tuple[str, Any]:
+    def _typed(
+        self, key: str, value: Any, from_cli: bool, raw: str | None = None
+    ) -> tuple[str, Any]:
         section, _, name = key.partition(".")
         if "." in name and section in self.schema:
             raise ConfigError(
@@ -261,9 +282,9 @@ class _Resolver:
         renamed = VALUE_ALIASES.get((key, value)) if isinstance(value, str) else None
         if renamed is not None:
             self.notes.append(f"{key} = {value!r} -> {renamed!r}")
-            value = renamed
+            value, raw = renamed, None
         hint = self.hints[section][name]
-        return key, _coerce(key, value, hint, from_cli)
+        return key, _coerce(key, value, hint, from_cli, raw)
 
     def _valid_keys(self) -> set[str]:
         return {f"{s}.{k}" for s, fs in self.fields.items() for k in fs}
@@ -321,10 +342,14 @@ def _type_name(hint: Any) -> str:
     )
 
 
-def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
+def _coerce(key: str, value: Any, hint: Any, from_cli: bool, raw: str | None = None) -> Any:
+    """``value`` as the type ``hint`` asks for. ``raw``: the override's text as typed,
+    which a string key (alone, in a union, or as list items) gets instead of ``value``."""
+
     def bad() -> ConfigError:
+        shown = value.isoformat() if isinstance(value, _DATES) else repr(value)
         return ConfigError(
-            f"config key '{key}' expects {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+            f"config key '{key}' expects {_type_name(hint)}, got {shown} ({type(value).__name__})"
         )
 
     origin = typing.get_origin(hint)
@@ -336,7 +361,7 @@ def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(key, value, arg, from_cli)
+                return _coerce(key, value, arg, from_cli, raw)
             except ConfigError:
                 continue
         raise bad()
@@ -346,13 +371,17 @@ def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
             return value
         if from_cli and str(value) in [str(c) for c in choices]:
             return next(c for c in choices if str(c) == str(value))
+        if raw is not None and _cli_text(raw, value) in choices:
+            return _cli_text(raw, value)
         raise bad()
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(hint) or (Any,)
-        if from_cli and isinstance(value, str):  # --data.weights=1,2: each item as on the CLI
-            value = [_parse_cli_value(v.strip()) for v in value.split(",") if v.strip()]
-        elif from_cli and not isinstance(value, list):  # --data.weights=3: a list of one
-            value = [value]
+        if from_cli and not isinstance(value, list):
+            text = _cli_text(raw, value) if raw is not None else value
+            if isinstance(text, str):  # --data.weights=1,2 or =3: each item as typed
+                items = [v.strip() for v in text.split(",") if v.strip()]
+                return [_coerce(key, _parse_cli_value(v), inner, from_cli, v) for v in items]
+            value = [value]  # a list of one
         if not isinstance(value, list):
             raise bad()
         return [_coerce(key, v, inner, from_cli) for v in value]
@@ -373,12 +402,19 @@ def _coerce(key: str, value: Any, hint: Any, from_cli: bool) -> Any:
             return float(value)
         raise bad()
     if hint is str:
+        if raw is not None:
+            return _cli_text(raw, value)
         if isinstance(value, str):
             return value
+        if isinstance(value, _DATES):  # TOML's unquoted 00:20:00 or 2024-01-01: its ISO text
+            return value.isoformat()
         if from_cli and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise bad()
     return value
+
+
+_DATES = (datetime.date, datetime.time)  # TOML dates, times and date-times (a subclass)
 
 
 def load_config(
@@ -407,7 +443,7 @@ def load_config(
             raise ConfigError(
                 f"override '--{key}' must name a section and a key: --section.key=value"
             )
-        values.update(resolver.resolve(key, _parse_cli_value(raw), from_cli=True))
+        values.update(resolver.resolve(key, _parse_cli_value(raw), from_cli=True, raw=raw))
     sections: dict[str, Any] = {}
     for name, cls in schema.items():
         kwargs = {k.split(".", 1)[1]: v for k, v in values.items() if k.split(".", 1)[0] == name}

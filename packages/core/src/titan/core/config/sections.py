@@ -185,7 +185,7 @@ class DataSection:
     hub_config: str = ""
     """Config of a Hugging Face Hub dataset (allenai/c4: en); `name:config` works too."""
     sources: list[str] = field(default_factory=list)
-    """Datasets to mix (paths, hub names, s3:// URLs, sm-channel:NAME); replaces
+    """Datasets to mix (paths, hub names, s3:// URLs, a plugin's prefix such as sm-channel:NAME); replaces
     training.dataset/dataset_path when set."""
     weights: list[float] = field(default_factory=list)
     """Sampling weight per source (normalised); empty means equal weights."""
@@ -211,7 +211,8 @@ class ValidationSection:
     dataset: str = ""
     """Empty: the validation split of the training dataset(s)."""
     dataset_path: str = ""
-    """A file or folder (or hub name, s3:// URL, sm-channel:NAME) holding validation data."""
+    """A file or folder (or hub name, s3:// URL, a plugin's prefix such as sm-channel:NAME) holding
+    validation data."""
     split: str = "validation"
     """Split name: a hub split, or the word that marks validation files in a folder."""
     local_batch_size: int = 0

@@ -2,8 +2,10 @@
 
 A source string is one of (checked in this order):
 
-* ``sm-channel:NAME``: a SageMaker input channel, the folder in
-  ``$SM_CHANNEL_<NAME>`` (SageMaker sets it) or ``/opt/ml/input/data/<name>``;
+* a prefix a plugin registered (``titan_register_data_sources``), resolved
+  by that plugin to one of the forms below: the SageMaker backend's
+  ``sm-channel:NAME`` is the folder of that input channel in the job's
+  container;
 * a URL with a scheme (``s3://bucket/prefix/``, ``gs://...``, ``file://...``):
   files read through fsspec (``s3://`` needs ``s3fs`` installed);
 * an existing local file or folder: JSON lines, parquet, CSV, arrow or text
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -34,8 +37,6 @@ BUNDLED = {"tinyshakespeare": str(ASSETS / "tinyshakespeare")}
 # torchtitan's dataset names, so its configs run unchanged (with a network).
 TORCHTITAN_NAMES = {"c4": "allenai/c4:en", "c4_validation": "allenai/c4:en"}
 
-SM_CHANNEL_PREFIX = "sm-channel:"
-SM_INPUT_ROOT = Path("/opt/ml/input/data")
 TOKENS_INDEX = "titan_tokens.json"  # marks a folder written by `titan data prepare`
 
 # File suffix (compression suffixes included) -> Hugging Face packaged builder.
@@ -69,17 +70,31 @@ class SourceSpec:
         return self.label or self.location
 
 
-def sm_channel_dir(name: str) -> Path:
-    """The folder of SageMaker input channel ``name``."""
-    env = os.environ.get(f"SM_CHANNEL_{name.upper().replace('-', '_')}")
-    path = Path(env) if env else SM_INPUT_ROOT / name
-    if not path.is_dir():
-        raise ConfigError(
-            f"SageMaker input channel '{name}' not found: neither SM_CHANNEL_{name.upper()} is set "
-            f"nor '{SM_INPUT_ROOT / name}' exists; pass the channel to the training job "
-            f"(InputData(channel_name='{name}', ...)) or use a local path"
-        )
-    return path
+@dataclass
+class DataSourceRegistry:
+    """Source-string prefixes that plugins resolve (``sm-channel:NAME`` -> a folder).
+
+    Filled through ``titan_register_data_sources`` when a job is prepared, in
+    every process that reads data (the ranks prepare their job too).
+    """
+
+    schemes: dict[str, Callable[[str], str]] = field(default_factory=dict)
+
+    def add(self, prefix: str, resolve: Callable[[str], str]) -> None:
+        """``resolve(rest)`` turns ``prefix + rest`` into a path, URL or hub name, or raises
+        a one-line ConfigError (a channel that is not there)."""
+        known = self.schemes.get(prefix)
+        if known is not None and getattr(known, "__qualname__", None) != resolve.__qualname__:
+            from titan.core.errors import PluginError
+
+            raise PluginError(
+                f"data source prefix '{prefix}' is registered twice; uninstall or rename one"
+            )
+        self.schemes[prefix] = resolve
+
+
+DATA_SOURCES = DataSourceRegistry()
+"""The prefixes registered in this process."""
 
 
 def dataset_location(dataset: str, dataset_path: str) -> str:
@@ -106,9 +121,10 @@ def parse_source(source: str, hub_config: str = "") -> SourceSpec:
         raise ConfigError(
             "no dataset given; set training.dataset (or training.dataset_path / data.sources)"
         )
-    if source.startswith(SM_CHANNEL_PREFIX):
-        folder = sm_channel_dir(source[len(SM_CHANNEL_PREFIX) :])
-        return replace(parse_source(str(folder)), label=f"{source} ({folder})")
+    for prefix, resolve in DATA_SOURCES.schemes.items():
+        if source.startswith(prefix):
+            where = resolve(source[len(prefix) :])
+            return replace(parse_source(where), label=f"{source} ({where})")
     if "://" in source:
         return SourceSpec("remote", source)
     path = Path(source).expanduser()
@@ -123,10 +139,14 @@ def parse_source(source: str, hub_config: str = "") -> SourceSpec:
         raise ConfigError(
             f"dataset '{source}' not found: no such file or folder; set training.dataset_path "
             "(or data.sources) to a file or folder of .jsonl/.json/.parquet/.csv/.txt files, "
-            f"a Hugging Face Hub name, an s3:// URL or sm-channel:NAME (bundled: {', '.join(BUNDLED)})"
+            f"a Hugging Face Hub name{_prefixes()} or an s3:// URL (bundled: {', '.join(BUNDLED)})"
         )
     name, _, config = source.partition(":")
     return SourceSpec("hub", name, config or hub_config or None)
+
+
+def _prefixes() -> str:
+    return "".join(f", {p}..." for p in sorted(DATA_SOURCES.schemes))
 
 
 # --- files ---------------------------------------------------------------------
