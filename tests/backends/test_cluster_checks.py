@@ -98,7 +98,7 @@ MISTAKES = [
     Mistake(
         "sm-trainium",
         sagemaker("--sagemaker.instance_type=ml.trn1.32xlarge"),
-        ("ml.trn1.32xlarge",),
+        ("ml.trn1.32xlarge", "Trainium"),
     ),
     Mistake(
         "sm-cpu-instance",
@@ -137,12 +137,12 @@ MISTAKES = [
             "--sagemaker.max_runtime_s=7200",
             "--sagemaker.max_wait_s=3600",
         ),
-        ("max_wait_s", "max_runtime_s"),
+        ("max_wait_s", "max_runtime_s", "--sagemaker.max_wait_s=14400"),
     ),
     Mistake(
         "sm-processes-above-gpus",
         sagemaker("--sagemaker.processes_per_host=16"),
-        ("processes_per_host", "16"),
+        ("processes_per_host", "16", "--sagemaker.processes_per_host=8"),
     ),
     Mistake(
         "sm-fp8-ag-without-sharding",

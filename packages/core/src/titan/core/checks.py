@@ -23,14 +23,14 @@ from titan.core.state_memory import shards_needed, state_memory
 
 if TYPE_CHECKING:
     from titan.core.config.job import JobConfig
-    from titan.core.launch import Job
+    from titan.core.launch import PreparedJob
 
 STATE_NOTE_FRACTION = 0.75
 """Above this share of a device's memory the weights, gradients and optimizer state leave
 little for activations: said as a note before launch."""
 
 
-def check_job(job: Job, layout: LaunchLayout) -> None:
+def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     """All checks of ``job`` against ``layout``; raises one-line ConfigErrors. Sets ``job.layout``.
 
     In order: core's own keys and folders, the tensor-parallel degree a TP
@@ -65,7 +65,7 @@ def degrees(config: JobConfig, layout: LaunchLayout) -> tuple[int, int, int]:
     )
 
 
-def _configure_tensor_parallel(job: Job, layout: LaunchLayout) -> None:
+def _configure_tensor_parallel(job: PreparedJob, layout: LaunchLayout) -> None:
     """An active TP plugin with no degree given takes every process not used for replication.
 
     Done here, by core, before the plugins' validation (which only checks):
@@ -101,7 +101,7 @@ def no_data_parallel_error(ranks: int) -> ConfigError:
     )
 
 
-def check_data_parallel(job: Job, dp_degree: int) -> None:
+def check_data_parallel(job: PreparedJob, dp_degree: int) -> None:
     """Several data-parallel ranks without a plugin that applies FSDP would train diverging copies."""
     if dp_degree > 1 and not job.plugins.hook.titan_apply_data_parallel.get_hookimpls():
         raise no_data_parallel_error(dp_degree)
@@ -121,7 +121,7 @@ def grad_accum_steps(training: Any, dp_degree: int) -> int:
     return training.global_batch_size // per_step
 
 
-def model_args(job: Job) -> Any:
+def model_args(job: PreparedJob) -> Any:
     """The model's hyper-parameters: the flavor's, with ``model.vocab_size`` applied, checked
     against ``training.seq_len``."""
     c = job.config
@@ -138,7 +138,7 @@ def model_args(job: Job) -> Any:
 
 
 def _check_state_memory(
-    job: Job, args: Any, layout: LaunchLayout, dp_rep: int, dp_shard: int, tp: int
+    job: PreparedJob, args: Any, layout: LaunchLayout, dp_rep: int, dp_shard: int, tp: int
 ) -> None:
     """Weights, gradients and optimizer state per device against the device's memory."""
     memory = layout.device.memory_bytes
@@ -172,7 +172,7 @@ def _check_state_memory(
     )
 
 
-def _fits_with(job: Job, n: int, layout: LaunchLayout, dp_rep: int, shards: int) -> str:
+def _fits_with(job: PreparedJob, n: int, layout: LaunchLayout, dp_rep: int, shards: int) -> str:
     """The smallest change that makes the state fit: shard instead of replicate, or more nodes."""
     memory = layout.device.memory_bytes or 1
     need = shards_needed(n, memory, job.config.optimizer.name)
@@ -195,7 +195,7 @@ def _fits_with(job: Job, n: int, layout: LaunchLayout, dp_rep: int, shards: int)
     return f"it needs at least {need} devices of this kind; use a smaller model or larger devices"
 
 
-def validate_core(job: Job) -> None:
+def validate_core(job: PreparedJob) -> None:
     """Checks of core's own sections that need no layout."""
     c = job.config
     model_args(job)  # unknown model or flavor, seq_len above the model's
@@ -238,7 +238,7 @@ def validate_core(job: Job) -> None:
     c.notes.extend(rerun_notes(c))
 
 
-def check_files_here(job: Job) -> None:
+def check_files_here(job: PreparedJob) -> None:
     """Checks that read this machine's files, for backends whose ranks run on this machine.
 
     The tokenizer (readable, and no larger than the model's vocabulary), the
@@ -260,7 +260,7 @@ def check_files_here(job: Job) -> None:
     check_data_here(c)
 
 
-def check_tokenizer(job: Job, args: Any, tokenizer: Any = None) -> Any:
+def check_tokenizer(job: PreparedJob, args: Any, tokenizer: Any = None) -> Any:
     """The tokenizer loads and fits the model's vocabulary; returns it (the trainer keeps it)."""
     from titan.core.tokenizers import check_vocab_size, load_tokenizer
 

@@ -32,8 +32,14 @@ NEXT_CONFIG_FILE_NAME = "job_config.next.toml"
 
 
 @dataclass
-class Job:
-    """Everything a backend needs to launch, and a rank needs to train."""
+class PreparedJob:
+    """A job as titan prepared it: everything a backend needs to launch, and a rank to train.
+
+    Of titan's "job" words this is the in-memory one. Its settings are a
+    :class:`~titan.core.config.job.JobConfig` (whose ``[job]`` section is
+    torchtitan's: dump folder, description); a job submitted to a cluster is
+    remembered as a :class:`~titan.core.jobs.JobRecord` (``titan jobs``).
+    """
 
     config: JobConfig
     plugins: PluginHost
@@ -113,7 +119,7 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def promote_config(job: Job) -> None:
+def promote_config(job: PreparedJob) -> None:
     """After the model is built (the config is valid): ``job_config.next.toml`` -> ``job_config.toml``.
 
     Copied, not moved: a scheduler that restarts the job (Slurm requeue) may
@@ -125,7 +131,7 @@ def promote_config(job: Job) -> None:
     _write_atomically(src.with_name(CONFIG_FILE_NAME), src.read_text())
 
 
-def discard_unpromoted_config(job: Job) -> None:
+def discard_unpromoted_config(job: PreparedJob) -> None:
     """A run that failed before :func:`promote_config` leaves no ``job_config.next.toml`` behind.
 
     (After the promotion the file stays: a restarted attempt is started with its path.)
@@ -173,7 +179,7 @@ def prepare_job(
     overrides: Iterable[tuple[str, str]] = (),
     validate: bool = True,
     layout: LaunchLayout | None = None,
-) -> Job:
+) -> PreparedJob:
     """Discover plugins, load the config and, with ``validate``, check the job.
 
     It is checked against ``layout``, by default this process's
@@ -194,7 +200,7 @@ def prepare_job(
     from titan.core.data.sources import DATA_SOURCES
 
     host.pm.hook.titan_register_data_sources(registry=DATA_SOURCES)
-    job = Job(config=config, plugins=host, models=models, backends=backends)
+    job = PreparedJob(config=config, plugins=host, models=models, backends=backends)
     job.config_file = config_path
     if validate:
         from titan.core.checks import check_job
@@ -253,3 +259,7 @@ def _activate_tensor_parallel(host: PluginHost, config: JobConfig, requested: li
         )
     host.activate([*requested, providers[0]])
     host.notes.append(f"parallelism.tensor_parallel_degree = {degree} -> plugin '{providers[0]}'")
+
+
+Job = PreparedJob
+"""The name of plugin API 1.1 and before; new code says :class:`PreparedJob`."""

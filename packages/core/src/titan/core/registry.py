@@ -19,7 +19,7 @@ from titan.core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from titan.core.jobs import JobRecord
-    from titan.core.launch import Job
+    from titan.core.launch import PreparedJob
     from titan.core.layout import LaunchLayout
 
 
@@ -152,7 +152,7 @@ class Backend(Protocol):
     name: str
     description: str
 
-    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+    def layout(self, job: PreparedJob, offline: bool) -> LaunchLayout:
         """Nodes, processes per node and their device, as far as this backend knows them.
 
         ``offline`` (``--dry-run``): answer without asking a cluster or a
@@ -164,7 +164,7 @@ class Backend(Protocol):
         """
         ...
 
-    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+    def launch(self, job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
         """Launch the checked job; the job's exit code (0 = success).
 
         ``wait``: a backend that submits and returns (a cluster) follows the
@@ -214,7 +214,7 @@ class BackendRegistry:
             raise _unknown("backend", name, sorted(self.backends), "pass --backend NAME")
         return self.backends[name]
 
-    def layout(self, backend: Backend, job: Job, offline: bool) -> LaunchLayout:
+    def layout(self, backend: Backend, job: PreparedJob, offline: bool) -> LaunchLayout:
         """``backend.layout(job, offline)``; for a backend written before layouts existed
         (plugin API 1.1), the ``[launch]`` numbers on an unknown device, said in a note."""
         if hasattr(backend, "layout"):

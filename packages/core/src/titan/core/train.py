@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from titan.core.errors import TitanError
-from titan.core.launch import Job, discard_unpromoted_config, prepare_job
+from titan.core.launch import PreparedJob, discard_unpromoted_config, prepare_job
 
 
-def run_training(job: Job) -> dict[str, Any]:
+def run_training(job: PreparedJob) -> dict[str, Any]:
     """Build the trainer for ``job`` and train, then leave the process group.
 
     Only a run that finished or stopped on request leaves it (all ranks meet

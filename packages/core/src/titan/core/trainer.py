@@ -30,7 +30,7 @@ from titan.core.folders import complete_checkpoints
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
 from titan.core.host_malloc import keep_freed_host_memory
-from titan.core.launch import Job, promote_config
+from titan.core.launch import PreparedJob, promote_config
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
@@ -87,7 +87,7 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: PreparedJob) -> None:
         self.job = job
         self.config = c = job.config
         self.hook = job.plugins.hook

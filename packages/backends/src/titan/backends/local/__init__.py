@@ -42,7 +42,7 @@ from titan.core import hookimpl
 from titan.core.checks import check_files_here
 from titan.core.device_peaks import cpu_name
 from titan.core.errors import ConfigError
-from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.launch import CONFIG_FILE_NAME, PreparedJob
 from titan.core.layout import LAYOUT_ENV, LaunchLayout, cpu_device, cuda_device
 from titan.core.registry import BackendRegistry
 
@@ -108,7 +108,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _dry_run_note(job: Job, what: str) -> None:
+def _dry_run_note(job: PreparedJob, what: str) -> None:
     """Say what would run; the command goes to stdout alone, for scripts."""
     _console.print(
         f"dry run: would train {what}; nothing is written: at launch the command reads "
@@ -124,7 +124,7 @@ class LocalBackend:
         "this machine: in-process for 1 process, torchrun for more (or several machines)"
     )
 
-    def nproc(self, job: Job) -> int:
+    def nproc(self, job: PreparedJob) -> int:
         launch = job.config.launch
         nproc = launch.nproc_per_node or default_nproc()
         gpus = gpu_count()
@@ -136,7 +136,7 @@ class LocalBackend:
             )
         return nproc
 
-    def command(self, job: Job, nproc: int, config_path: Path | None = None) -> list[str]:
+    def command(self, job: PreparedJob, nproc: int, config_path: Path | None = None) -> list[str]:
         """The torchrun command line every machine runs."""
         launch = job.config.launch
         config_path = config_path or job.dump_folder / CONFIG_FILE_NAME
@@ -166,7 +166,7 @@ class LocalBackend:
             cmd.append(f"--max-restarts={launch.max_restarts}")
         return [*cmd, *job.train_command(config_path)[1:]]
 
-    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+    def layout(self, job: PreparedJob, offline: bool) -> LaunchLayout:
         """This machine: ``--nproc`` processes (default: one per GPU, or 1 on CPU), ``--nnodes`` alike."""
         nproc = self.nproc(job)
         gpus = gpu_count()
@@ -183,7 +183,7 @@ class LocalBackend:
             max_procs_per_node=gpus or None,
         )
 
-    def check_here(self, job: Job) -> None:
+    def check_here(self, job: PreparedJob) -> None:
         """What the layout checks leave: the launch command's settings and this machine's files.
 
         ``titan run`` has checked the job against :meth:`layout` already;
@@ -196,7 +196,7 @@ class LocalBackend:
         if layout.nodes == 1:  # the ranks read this machine's files
             check_files_here(job)
 
-    def _layout(self, job: Job) -> LaunchLayout:
+    def _layout(self, job: PreparedJob) -> LaunchLayout:
         if job.layout is None:  # launched without `titan run` (a test, a script): check here
             from titan.core.checks import check_job
 
@@ -204,7 +204,7 @@ class LocalBackend:
         assert job.layout is not None
         return job.layout
 
-    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+    def launch(self, job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
         """Run in the foreground: ``wait`` is implied."""
         self.check_here(job)
         layout = self._layout(job)
@@ -220,7 +220,7 @@ class LocalBackend:
         cmd = self.command(job, nproc, job.write_config())  # .next.toml while unvalidated
         return run_torchrun(cmd, rank_env(nproc, gpu_count(), layout))
 
-    def _in_process(self, job: Job, dry_run: bool) -> int:
+    def _in_process(self, job: PreparedJob, dry_run: bool) -> int:
         if dry_run:
             _dry_run_note(job, "one process, inside titan itself; the same run as a command")
             print(shlex.join(job.train_command(job.dump_folder / CONFIG_FILE_NAME)), flush=True)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from titan.core.data.sources import DataSourceRegistry
     from titan.core.jobs import JobRecord
-    from titan.core.launch import Job
+    from titan.core.launch import PreparedJob
     from titan.core.layout import LaunchLayout
     from titan.core.registry import BackendRegistry
     from titan.core.trainer import Trainer
@@ -115,7 +115,7 @@ class SageMakerBackend:
     name: str = "sagemaker"
     description: str = "an Amazon SageMaker training job (ModelTrainer, torchrun; S3 data)"
 
-    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+    def layout(self, job: PreparedJob, offline: bool) -> LaunchLayout:
         """Instances x processes and their GPU, from titan's table of instance types.
 
         No AWS call and no SDK import, online or not (``offline`` changes nothing):
@@ -129,7 +129,7 @@ class SageMakerBackend:
         plan(job, image_lookup=False)
         return launch_layout(job)
 
-    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+    def launch(self, job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
         require_sdk()
         from titan.backends.sagemaker.launch import launch
 

@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 from titan.backends.sagemaker.channels import PREFIX
-from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.launch import CONFIG_FILE_NAME, PreparedJob
 
 ENTRY_SCRIPT = "titan_sagemaker_entry.py"
 TOKENIZER_DIR = "tokenizer"
@@ -57,7 +57,7 @@ if __name__ == "__main__":
 '''
 
 
-def container_job(job: Job, input_channel: str | None, tensorboard: bool) -> Job:
+def container_job(job: PreparedJob, input_channel: str | None, tensorboard: bool) -> PreparedJob:
     """A copy of ``job`` whose paths are the container's; the user's job is left untouched.
 
     Checkpointing is always on: a spot interruption or a restarted job then
@@ -78,7 +78,7 @@ def container_job(job: Job, input_channel: str | None, tensorboard: bool) -> Job
     return dataclasses.replace(job, config=config)
 
 
-def local_tokenizer(job: Job) -> Path | None:
+def local_tokenizer(job: PreparedJob) -> Path | None:
     """``model.tokenizer_path`` if it is a file or folder on this machine (it travels along)."""
     path = job.config.model.tokenizer_path
     if not path or "://" in path:
@@ -88,7 +88,7 @@ def local_tokenizer(job: Job) -> Path | None:
 
 
 def write_code_dir(
-    job: Job, code_dir: Path, input_channel: str | None, tensorboard: bool, install: bool
+    job: PreparedJob, code_dir: Path, input_channel: str | None, tensorboard: bool, install: bool
 ) -> list[str]:
     """Fill ``code_dir`` (the code channel); returns the names of the wheels it holds."""
     code_dir.mkdir(parents=True, exist_ok=True)

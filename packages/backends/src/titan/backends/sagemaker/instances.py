@@ -60,6 +60,13 @@ def _family(
 # read when this table was written, and AWS changed GPU instance prices in 2025 (P4/P5
 # cuts), so remembered figures would be stale. Fill one in only with the figure read from
 # that page and the date it was read, e.g. ``usd_per_hour=...,  # pricing page, 2026-..``.
+_G_SIZES = {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1} | {
+    "12xlarge": 4,
+    "24xlarge": 4,
+    "48xlarge": 8,
+}
+"""GPUs of each size of the G5, G6 and G6e families: 1 up to 16xlarge, 4 at 12/24xlarge, 8 at 48."""
+
 INSTANCE_TYPES: dict[str, InstanceType] = {
     # P6: 8 x B200, EFA (3200 Gbps)
     **_family("p6-b200", "B200", {"48xlarge": 8}, efa=("48xlarge",)),
@@ -74,26 +81,23 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
     # P3: V100 16GB (1, 4, 8); P3dn: 8 x V100 32GB, EFA
     **_family("p3", "V100 16GB", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}),
     **_family("p3dn", "V100 32GB", {"24xlarge": 8}, efa=("24xlarge",)),
-    # G5: A10G 24GB; G6: L4 24GB; G6e: L40S 48GB (1 up to 16xlarge, 4 at 12/24xlarge, 8 at 48)
+    # G5: A10G 24GB; G6: L4 24GB; G6e: L40S 48GB (_G_SIZES)
     **_family(
         "g5",
         "A10G",
-        {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
-        | {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        _G_SIZES,
         efa=("48xlarge",),
     ),
     **_family(
         "g6",
         "L4",
-        {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
-        | {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        _G_SIZES,
         efa=("48xlarge",),
     ),
     **_family(
         "g6e",
         "L40S",
-        {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
-        | {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+        _G_SIZES,
         efa=("48xlarge",),
     ),
     # G4dn: T4 16GB (1 up to 16xlarge, 4 at 12xlarge)

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from titan.backends.sagemaker.bundle import write_code_dir
 from titan.backends.sagemaker.request import Plan, build_request, plan
-from titan.core.launch import Job
+from titan.core.launch import PreparedJob
 
 _console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -30,7 +30,7 @@ def request_json(request: dict[str, Any]) -> str:
     return json.dumps(request, indent=2, sort_keys=True, default=str)
 
 
-def launch(job: Job, dry_run: bool, wait: bool = False) -> int:
+def launch(job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
     p = plan(job)
     sec = job.config.sagemaker
     if dry_run:
@@ -64,12 +64,12 @@ def launch(job: Job, dry_run: bool, wait: bool = False) -> int:
     return 0
 
 
-def _channel(job: Job) -> str | None:
+def _channel(job: PreparedJob) -> str | None:
     sec = job.config.sagemaker
     return sec.input_channel if sec.input else None
 
 
-def _record(job: Job, p: Plan, name: str, request: dict[str, Any]) -> Any:
+def _record(job: PreparedJob, p: Plan, name: str, request: dict[str, Any]) -> Any:
     """Store the job (``titan jobs``) and return its record."""
     from titan.core.jobs import JobRecord, job_store
 

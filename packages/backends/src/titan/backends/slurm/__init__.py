@@ -41,7 +41,7 @@ from titan.backends.slurm.config import SlurmSection, validate
 from titan.core import hookimpl
 from titan.core.errors import ConfigError
 from titan.core.jobs import JobRecord
-from titan.core.launch import CONFIG_FILE_NAME, Job
+from titan.core.launch import CONFIG_FILE_NAME, PreparedJob
 from titan.core.layout import LaunchLayout
 from titan.core.registry import BackendRegistry
 
@@ -70,7 +70,7 @@ class SlurmBackend:
     name: str = "slurm"
     description: str = "a Slurm cluster, through submitit: one task per rank, requeue on signal"
 
-    def layout(self, job: Job, offline: bool) -> LaunchLayout:
+    def layout(self, job: PreparedJob, offline: bool) -> LaunchLayout:
         """Nodes x ranks per node and their device; at submission, checked against the partition.
 
         Runs every check of the [slurm] keys first. ``offline`` (``--dry-run``):
@@ -89,7 +89,7 @@ class SlurmBackend:
             return offline_layout(config, unreachable=str(exc))
         return cluster_layout(config, cluster)
 
-    def launch(self, job: Job, dry_run: bool, wait: bool = False) -> int:
+    def launch(self, job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
         from titan.backends.slurm.script import render_sbatch, submitit_folder
 
         if job.layout is None:  # launched without `titan run` (a test, a script): check here
@@ -130,7 +130,7 @@ class SlurmBackend:
             return 0
         return self.logs(record, follow=True, out=sys.stdout)
 
-    def _header(self, job: Job) -> None:
+    def _header(self, job: PreparedJob) -> None:
         """Say how the run checkpoints: a job that may be preempted must be able to resume."""
         c = job.config
         if c.slurm.checkpoint and not c.checkpoint.enable_checkpoint:
@@ -151,7 +151,7 @@ class SlurmBackend:
             f"(up to {c.slurm.max_requeues} requeues)"
         )
 
-    def _submit(self, job: Job, lay: LaunchLayout, config_path: Path) -> JobRecord:
+    def _submit(self, job: PreparedJob, lay: LaunchLayout, config_path: Path) -> JobRecord:
         import submitit
 
         from titan.backends.slurm.script import executor_parameters, submitit_folder
