@@ -47,7 +47,7 @@ def test_run_trains_and_writes_metrics(tmp_path: Path) -> None:
     assert [r["step"] for r in records] == [1, 2, 4]
     for record in records:
         assert {"loss", "grad_norm", "lr", "tokens_per_second", "step_time"} <= set(record)
-    assert "loss" in result.stderr and "(first)" in result.stderr
+    assert "loss" in result.stderr and "(first, step 1)" in result.stderr
     assert (out / "metrics.csv").read_text().startswith("step,")  # the third-party plugin ran
     assert (out / "job_config.toml").is_file()
 

@@ -121,3 +121,30 @@ def test_reruns_say_what_they_do_and_failed_runs_keep_job_config(tmp_path):
     assert (dump / "job_config.toml").read_text() == config
     leftover = dump / "job_config.next.toml"  # only a promoted copy, never the failed config
     assert not leftover.exists() or "seq_len = 100000" not in leftover.read_text()
+
+
+def test_a_folder_of_another_run_is_refused_and_the_same_run_continues(tmp_path):
+    """Checkpoints of another run are not resumed by accident; the same run says it continues."""
+    dump = tmp_path / "run"
+    base = [
+        f"--job.dump_folder={dump}",
+        "--training.seq_len=32",
+        "--training.local_batch_size=2",
+        "--checkpoint.enable_checkpoint=true",
+        "--checkpoint.interval=2",
+    ]
+    first = _titan(*base, "--training.steps=2")
+    assert first.returncode == 0, first.stderr
+    before = sorted(p.name for p in dump.rglob("*"))
+
+    other = _titan(*base, "--training.steps=4", "--training.seed=7")
+    assert other.returncode == 2, other.stderr
+    line = other.stderr.strip().splitlines()[-1]
+    assert "holds checkpoints (newest: step 2) of another run" in line
+    assert "training.seed 42 there, 7 here" in line and "--job.dump_folder" in line
+    assert sorted(p.name for p in dump.rglob("*")) == before  # nothing written
+
+    more = _titan(*base, "--training.steps=4", "--metrics.log_freq=1")
+    assert more.returncode == 0, more.stderr
+    assert f"continues the run in '{dump}' from its checkpoint at step 2 to step 4" in more.stderr
+    assert "(first, step 3, resumed from step 2)" in more.stderr

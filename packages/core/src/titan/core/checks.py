@@ -33,7 +33,8 @@ little for activations: said as a note before launch."""
 def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     """All checks of ``job`` against ``layout``; raises one-line ConfigErrors. Sets ``job.layout``.
 
-    In order: core's own keys and folders, the tensor-parallel degree a TP
+    In order: core's own keys, the dump folder's state against the job (where
+    the job writes into it as this machine sees it), the tensor-parallel degree a TP
     plugin takes when none is given, the parallel degrees against the
     processes, data parallelism having a plugin, the batch arithmetic, the
     model against the sequence length, whether the training state fits the
@@ -41,6 +42,11 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     """
     validate_core(job)
     c = job.config
+    if layout.dump_folder_here:
+        from titan.core.folders import check_folders, rerun_notes
+
+        check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
+        c.notes.extend(rerun_notes(c))  # refuses a folder with nothing to train or another run
     _configure_tensor_parallel(job, layout)
     dp_rep, dp_shard, tp = degrees(c, layout)
     check_data_parallel(job, dp_rep * dp_shard)
@@ -232,10 +238,6 @@ def validate_core(job: PreparedJob) -> None:
     for degree in ("data_parallel_replicate_degree", "tensor_parallel_degree"):
         if getattr(c.parallelism, degree) < 1:
             raise ConfigError(f"config key 'parallelism.{degree}' must be 1 or more")
-    from titan.core.folders import check_folders, rerun_notes
-
-    check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
-    c.notes.extend(rerun_notes(c))
 
 
 def check_files_here(job: PreparedJob) -> None:

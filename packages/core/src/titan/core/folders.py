@@ -87,6 +87,46 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+RUN_IDENTITY = (
+    "model.name",
+    "model.flavor",
+    "model.vocab_size",
+    "training.seq_len",
+    "training.local_batch_size",
+    "training.global_batch_size",
+    "training.dataset",
+    "training.dataset_path",
+    "training.seed",
+    "data.sources",
+)
+"""The keys that make a checkpoint another run's when they differ: resuming it would train a
+different model, or the same one on other data or batches (the step count may change:
+raising it continues a run)."""
+
+
+def _another_run(dump: Path, config: Any) -> str:
+    """How the run whose ``job_config.toml`` is in ``dump`` differs from ``config`` ("" if not).
+
+    Keys the folder's file does not hold are not compared (a file from an
+    older titan). The file is the one titan wrote at the run's launch.
+    """
+    import tomllib
+
+    try:
+        saved = tomllib.loads((dump / "job_config.toml").read_text())
+    except (OSError, ValueError):
+        return ""
+    differences = []
+    for key in RUN_IDENTITY:
+        section, name = key.split(".")
+        if section not in saved or name not in saved[section] or section not in config:
+            continue
+        there, here = saved[section][name], getattr(getattr(config, section), name, None)
+        if there != here:
+            differences.append(f"{key} {there!r} there, {here!r} here")
+    return "; ".join(differences[:3])
+
+
 def saved_steps(folder: Path) -> list[int]:
     """Steps of the complete checkpoints in ``folder``, oldest first."""
     return [step for step, _ in complete_checkpoints(folder)]
@@ -117,6 +157,13 @@ def rerun_notes(config: Any) -> list[str]:
         )
     elif steps and ckpt.load_step == -1:
         start = steps[-1]
+        other = _another_run(dump, config)
+        if other:
+            raise ConfigError(
+                f"'{dump / ckpt.folder}' holds checkpoints (newest: step {start}) of another run "
+                f"({other}), which this job would resume; use another --job.dump_folder, or "
+                "set the keys as that run had them to continue it"
+            )
         if start > config.training.steps:
             raise ConfigError(
                 f"training.steps is {config.training.steps} but '{dump / ckpt.folder}' already "
@@ -127,6 +174,11 @@ def rerun_notes(config: Any) -> list[str]:
             notes.append(
                 f"the run in '{dump}' is already complete (checkpoint step {start} = "
                 "training.steps): nothing to train; raise training.steps to continue"
+            )
+        else:
+            notes.append(
+                f"continues the run in '{dump}' from its checkpoint at step {start} to step "
+                f"{config.training.steps} (another --job.dump_folder starts a new run)"
             )
     logged = _logged_steps(dump / "metrics.jsonl")
     if logged > start and start < config.training.steps:

@@ -114,6 +114,10 @@ class LaunchLayout:
     """The most processes a node can take (its GPUs); None: no known limit."""
     notes: tuple[str, ...] = field(default=())
     """What the backend could not know, said once before launch."""
+    dump_folder_here: bool = True
+    """Whether the job writes into ``job.dump_folder`` as this machine sees it (this machine, a
+    cluster's shared file system): then its state (checkpoints, metrics) is checked against the
+    job before launch. False for a job that writes elsewhere (SageMaker: its container, S3)."""
 
     @property
     def world_size(self) -> int:
@@ -183,7 +187,9 @@ def rank_layout(nproc_per_node: int = 0, nnodes: int = 1) -> LaunchLayout:
             handed = None  # not titan's: describe this process instead
         world = os.environ.get("WORLD_SIZE")
         if handed is not None and (world is None or int(world) == handed.world_size):
-            return handed  # (started some other way than its backend planned: describe it)
+            # A rank writes into its dump folder wherever it runs: check it there.
+            return dataclasses.replace(handed, dump_folder_here=True)
+        # (started some other way than its backend planned: describe this process instead)
     if "WORLD_SIZE" in os.environ:
         world = int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))

@@ -107,6 +107,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self.dump_folder = Path(c.job.dump_folder)
         self.first_loss: float | None = None  # of this process's run (after any resume)
+        self.first_step = 1  # the step of first_loss
         self.last_loss: float | None = None
         self.loss_terms: dict[str, torch.Tensor] = {}  # this step's loss terms (titan_loss_terms)
 
@@ -499,6 +500,7 @@ class Trainer:
             self._values_read = False
             if self.first_loss is None and self._first_loss_pending is None:
                 self._first_loss_pending = self._step_values[0]
+                self.first_step = step  # 1, or the step after the checkpoint resumed from
             is_last = step == c.training.steps
             scheduled = step == 1 or step % c.metrics.log_freq == 0 or is_last
             values = self._read_step_values() if scheduled else None
