@@ -17,12 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
-from titan.core.parallel import FULL_INIT_MAX_PARAMS, init_full_model_on_rank0
 
 PROBE = Path(__file__).resolve().parent / "hot_path_probe.py"
 TINY = [
@@ -130,20 +128,3 @@ def test_garbage_is_collected_every_50_steps_only() -> None:
         if not was_enabled:
             gc.disable()
     assert collections == [50, 100]
-
-
-@pytest.mark.parametrize(
-    ("setting", "params", "from_checkpoint", "full"),
-    [
-        ("auto", 10_000_000, False, True),  # debug/test models: same weights on any rank count
-        ("auto", FULL_INIT_MAX_PARAMS, False, True),
-        ("auto", FULL_INIT_MAX_PARAMS + 1, False, False),  # 8B and up: shards on the device
-        ("auto", 10_000_000, True, False),  # a checkpoint overwrites the weights anyway
-        (True, 8_000_000_000, False, True),  # an explicit choice is kept
-        (False, 10_000_000, False, False),
-    ],
-)
-def test_full_initialisation_on_rank0_only_where_it_pays(
-    setting: bool | str, params: int, from_checkpoint: bool, full: bool
-) -> None:
-    assert init_full_model_on_rank0(setting, params, from_checkpoint) is full

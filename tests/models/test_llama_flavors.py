@@ -99,8 +99,19 @@ def test_models_list_shows_computed_counts(registry) -> None:
 
     result = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for shown in ("8.03B", "70.55B", "405.85B", "6.74B", "13.02B", "68.98B", "3.1-8B"):
-        assert shown in result.output
+    # Exact parameter counts of Meta's released checkpoints (the Hugging Face safetensors
+    # index totals), shown to two decimals in billions.
+    exact = {
+        "8B": 8_030_261_248,
+        "70B": 70_553_706_496,
+        "405B": 405_853_388_800,
+        "7B": 6_738_415_616,
+        "13B": 13_015_864_320,
+    }
+    for flavor, n in exact.items():
+        row = next(line for line in result.output.splitlines() if f" {flavor} " in line)
+        assert f"{n / 1e9:.2f}B" in row, row
+    assert "3.1-8B" in result.output
 
 
 def test_models_list_does_not_import_torch() -> None:

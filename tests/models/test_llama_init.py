@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 from titan.models.llama.args import LLAMA3_FLAVORS, LlamaArgs
-from titan.models.llama.model import build_llama, precompute_freqs_cis
+from titan.models.llama.model import build_llama
 
 ARGS = LlamaArgs(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=2048, max_seq_len=128)
 
@@ -22,9 +21,10 @@ def materialised(args: LlamaArgs) -> torch.nn.Module:
     return model
 
 
-def test_meta_build_is_fast_and_light(monkeypatch) -> None:
+def test_meta_build_runs_no_init_and_no_rope_math(monkeypatch) -> None:
     """Describing a model runs no init and no rope math: on meta, normal_ alone imports
-    torch's Python decompositions (seconds), and a 128K-context rope table is 128 MiB."""
+    torch's Python decompositions (seconds), and a 128K-context rope table is 128 MiB.
+    (How long a build takes is a benchmark's figure: benchmarks/startup.py.)"""
     import titan.models.llama.model as llama_model
 
     def forbidden(*args, **kwargs):
@@ -32,10 +32,8 @@ def test_meta_build_is_fast_and_light(monkeypatch) -> None:
 
     monkeypatch.setattr(torch.nn.init, "normal_", forbidden)
     monkeypatch.setattr(llama_model, "precompute_freqs_cis", forbidden)
-    start = time.perf_counter()
     with torch.device("meta"):
         model = build_llama(LLAMA3_FLAVORS["3.1-8B"])
-    assert time.perf_counter() - start < 1.0
     assert model.freqs_cis.shape == (2 * 131072, 64) and model.freqs_cis.is_meta
 
 
@@ -55,8 +53,14 @@ def test_depth_scaled_init_statistics() -> None:
     out = model.output.weight
     assert abs(std(out) / (ARGS.dim**-0.5) - 1) < 0.15  # truncated at 3 std: slightly narrower
     assert out.abs().max() <= 3 * ARGS.dim**-0.5 + 1e-6
-    expected = precompute_freqs_cis(ARGS.head_dim, ARGS.max_seq_len * 2, ARGS.rope_theta)
-    assert torch.equal(model.freqs_cis, expected)
+    # RoPE by its definition (Su et al.; Meta's llama reference): position p, pair i of a
+    # head of size d rotates by p * theta^(-2i/d). Computed here in float64, independently.
+    d, theta = ARGS.head_dim, ARGS.rope_theta
+    positions = torch.arange(ARGS.max_seq_len * 2, dtype=torch.float64)
+    angles = positions[:, None] * theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    reference = torch.polar(torch.ones_like(angles), angles)
+    assert model.freqs_cis.shape == reference.shape
+    torch.testing.assert_close(model.freqs_cis.to(torch.complex128), reference, rtol=0, atol=1e-5)
 
 
 def test_init_without_depth_scaling_uses_the_layer_count() -> None:
@@ -67,7 +71,7 @@ def test_init_without_depth_scaling_uses_the_layer_count() -> None:
         assert abs(block.attention.wo.weight.std().item() / flat_std - 1) < 0.03
 
 
-def test_init_is_reproducible_and_trains() -> None:
+def test_init_is_reproducible_and_learns() -> None:
     torch.manual_seed(3)
     a = materialised(ARGS)
     torch.manual_seed(3)
@@ -81,3 +85,14 @@ def test_init_is_reproducible_and_trains() -> None:
     assert abs(loss.item() - math.log(ARGS.vocab_size)) < 1.0  # near uniform at init
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in a.parameters())
+    # The initialised model learns: 30 AdamW steps memorise one small batch.
+    optimizer = torch.optim.AdamW(a.parameters(), lr=3e-3)
+    first = loss.item()
+    for _ in range(30):
+        optimizer.step()
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(
+            a(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()
+        )
+        loss.backward()
+    assert loss.item() < first / 2, (first, loss.item())
