@@ -6,11 +6,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from titan.core.errors import ConfigError
-from titan.core.jobs import JobRecord, JobStore, job_store
+from titan.core.jobs import (
+    FINAL_STATES,
+    STATES,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    as_status,
+    job_name,
+    job_store,
+    unique_name,
+)
 
 
 def test_records_round_trip_newest_first(tmp_path: Path) -> None:
@@ -36,7 +47,7 @@ def test_unknown_and_ambiguous_jobs_name_the_fix(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     store.add(JobRecord("slurm", "5", "a", "/a"))
     store.add(JobRecord("other", "5", "b", "/b"))
-    with pytest.raises(ConfigError, match=r"ambiguous \(.*\); name it as BACKEND:ID"):
+    with pytest.raises(ConfigError, match=r"ambiguous \(.*slurm:5.*\); name it as one of these"):
         store.find("5")
     assert store.find("other:5").name == "b"
     with pytest.raises(ConfigError, match="no job '9'.*`titan jobs`"):
@@ -46,6 +57,90 @@ def test_unknown_and_ambiguous_jobs_name_the_fix(tmp_path: Path) -> None:
 def test_store_honours_titan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TITAN_HOME", str(tmp_path))
     assert job_store().folder == tmp_path / "jobs"
+
+
+# --- states --------------------------------------------------------------------------------
+
+
+def test_resumable_is_a_final_state_and_unknown_always_says_why() -> None:
+    assert "RESUMABLE" in STATES and "RESUMABLE" in FINAL_STATES
+    assert as_status("RUNNING") == JobStatus("RUNNING")  # an old backend's bare string
+    assert as_status("completed") == JobStatus("COMPLETED")
+    kept = JobStatus("RESUMABLE", "requeue budget used (3 of 3) after a checkpoint at step 40")
+    assert as_status(kept) == kept
+    for value in ("UNKNOWN", JobStatus("UNKNOWN"), None, "BOOT_FAIL", 3):
+        status = as_status(value)
+        assert status.state == "UNKNOWN" and status.detail, value
+    assert "BOOT_FAIL" in as_status("BOOT_FAIL").detail
+    assert as_status(JobStatus("FAILED", "two\nlines")).detail == "two lines"
+    assert str(kept) == "RESUMABLE: requeue budget used (3 of 3) after a checkpoint at step 40"
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def _job(description: str = "titan job", config_file: str | None = None, flavor: str = "debug"):
+    config = SimpleNamespace(
+        job=SimpleNamespace(description=description),
+        model=SimpleNamespace(name="llama3", flavor=flavor),
+    )
+    return SimpleNamespace(config=config, config_file=Path(config_file) if config_file else None)
+
+
+def test_job_names_come_from_the_config() -> None:
+    assert job_name(_job("ablation lr=3e-4", "examples/llama3_8b.toml")) == "ablation lr=3e-4"
+    assert job_name(_job(config_file="examples/llama3_8b.toml")) == "llama3_8b"
+    assert job_name(_job()) == "llama3-debug"
+    assert job_name(_job(flavor="/ckpt/hf-1b/titan_model.json")) == "llama3-hf-1b"
+
+
+def test_names_are_unique_and_select_one_job(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    names = []
+    for job_id in ("11", "12", "13"):
+        name = unique_name("llama3-debug", store)
+        store.add(JobRecord("slurm", job_id, name, "/a"))
+        names.append(name)
+    assert names == ["llama3-debug", "llama3-debug-2", "llama3-debug-3"]
+    assert store.find("llama3-debug-2").id == "12"
+    assert store.find("llama3-debug").id == "11"
+    assert unique_name("12", store) == "12-2"  # a name never shadows another job's id
+
+
+# --- clusters ------------------------------------------------------------------------------
+
+
+def test_two_clusters_job_1_are_both_kept_and_selectable(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    old = JobRecord(
+        "slurm", "1", "old-run", "/a", submitted="2025-01-01T00:00:00Z", cluster="alpha"
+    )
+    new = JobRecord("slurm", "1", "new-run", "/b", submitted="2026-01-01T00:00:00Z", cluster="beta")
+    assert store.add(old) != store.add(new)
+    assert {p.name for p in tmp_path.iterdir()} == {"slurm-alpha-1.json", "slurm-beta-1.json"}
+    assert [r.name for r in store.all()] == ["new-run", "old-run"]
+    with pytest.raises(ConfigError, match=r"ambiguous \(slurm:beta/1, slurm:alpha/1\)"):
+        store.find("1")
+    assert store.find("slurm:alpha/1") == old
+    assert store.find("beta/1") == new
+    assert store.find("old-run") == old
+    # The same job added again (same key) replaces its record.
+    store.add(JobRecord("slurm", "1", "new-run", "/b2", cluster="beta"))
+    assert store.find("slurm:beta/1").dump_folder == "/b2" and len(store.all()) == 2
+
+
+def test_records_without_a_cluster_keep_loading(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    legacy = '{"backend": "slurm", "id": "1", "name": "x", "dump_folder": "/x"}'
+    (tmp_path / "slurm-1.json").write_text(legacy)
+    store.add(JobRecord("slurm", "1", "y", "/y", cluster="alpha"))
+    assert store.find("slurm:1").name == "x"  # exactly its BACKEND:ID
+    assert store.find("slurm:alpha/1").name == "y"
+    assert store.remove(store.find("x")) == [tmp_path / "slurm-1.json"]
+    assert [r.name for r in store.all()] == ["y"]
+
+
+# --- the verbs on records no cluster backend owns ------------------------------------------
 
 
 def _titan(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -1,14 +1,18 @@
 """Records of the jobs titan launched on clusters, shared by every backend.
 
 ``titan run --backend slurm`` and ``--backend sagemaker`` return as soon as
-the job is submitted; ``titan jobs``, ``titan logs JOB`` and ``titan cancel
-JOB`` find it again later. One vocabulary serves all backends: a record
-holds only what identifies the job (backend, the backend's own id, where
-titan wrote its config and logs); its state is asked of the backend each
-time, so a record never goes stale.
+the job is submitted; ``titan jobs``, ``titan logs JOB``, ``titan cancel JOB``
+and ``titan forget JOB`` find it again later. One vocabulary serves all
+backends: a record holds only what identifies the job (backend, cluster, the
+backend's own id, a name, where titan wrote its config and logs); its state
+(a :class:`JobStatus`: one of :data:`STATES` and a one-line detail) is asked of
+the backend each time, within a time budget (:func:`query_jobs`), so a record
+never goes stale and an unreachable cluster never stalls the listing.
 
 Records are small JSON files, one per job, under ``$TITAN_HOME/jobs``
-(default ``~/.titan/jobs``). This module is torch-free.
+(default ``~/.titan/jobs``). They are titan's memory only: removing one
+(``titan forget``, ``titan jobs --prune``) touches nothing on the cluster or in
+the dump folder. This module is torch-free.
 """
 
 from __future__ import annotations
@@ -16,12 +20,44 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, TitanError
+from titan.core.job_progress import Progress, progress_from_dump_folder, progress_from_rows
+
+if TYPE_CHECKING:
+    from titan.core.registry import BackendRegistry
+
+__all__ = [
+    "FINAL_STATES",
+    "STATES",
+    "Answer",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "JobView",
+    "Progress",
+    "as_status",
+    "call_all",
+    "error_line",
+    "first_line",
+    "job_name",
+    "job_store",
+    "jobs_timeout_s",
+    "progress_from_dump_folder",
+    "progress_from_rows",
+    "query_jobs",
+    "select",
+    "short_ref",
+    "unique_name",
+]
 
 STATES = (
     "PENDING",
@@ -33,11 +69,21 @@ STATES = (
     "STOPPED",
     "REQUEUED",
     "TIMEOUT",
+    "RESUMABLE",
     "UNKNOWN",
 )
-"""The states a cluster backend reports (its own states mapped onto these)."""
+"""The states a cluster backend reports (its own states mapped onto these).
 
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "STOPPED", "TIMEOUT"})
+RESUMABLE: the job stopped after a complete checkpoint and can be continued
+(its requeue budget is used up, it hit a time limit without requeue, SageMaker's
+MaxRuntime after a checkpoint); the :class:`JobStatus` detail says how."""
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "STOPPED", "TIMEOUT", "RESUMABLE"})
+
+TIMEOUT_ENV = "TITAN_JOBS_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 5.0
+MAX_PARALLEL = 16
+"""Backend calls in flight at once in :func:`call_all`."""
 
 
 def titan_home() -> Path:
@@ -49,6 +95,71 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# --- states -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state and, in one line, why and what the user can do about it."""
+
+    state: str
+    """One of :data:`STATES`."""
+    detail: str = ""
+    """E.g. "requeue budget used (3 of 3) after a checkpoint at step 40; resume: titan run
+    ...", "cancelled; checkpoint step-20 in /shared/out/checkpoint", "Slurm did not answer
+    within 5 s: ...". Always set for UNKNOWN (:func:`as_status` sees to it)."""
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def __str__(self) -> str:
+        return f"{self.state}: {self.detail}" if self.detail else self.state
+
+
+def first_line(text: str) -> str:
+    return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception in one line: a TitanError's message, else ``Type: message``."""
+    line = first_line(str(exc))
+    if isinstance(exc, TitanError):
+        return line or type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def as_status(value: Any) -> JobStatus:
+    """What ``ClusterBackend.state`` returned (a :class:`JobStatus`, or a state string from a
+    backend written before statuses had details) as a :class:`JobStatus`.
+
+    A state outside :data:`STATES` becomes UNKNOWN naming it; UNKNOWN always has a detail;
+    the detail is one line.
+    """
+    if isinstance(value, JobStatus):
+        state, detail = value.state, value.detail
+    elif isinstance(value, str):
+        state, detail = value, ""
+    elif value is None:
+        return JobStatus("UNKNOWN", "the backend gave no state")
+    else:
+        state = getattr(value, "state", None)
+        detail = getattr(value, "detail", "")
+        if not isinstance(state, str):
+            return JobStatus("UNKNOWN", f"the backend answered {type(value).__name__}, not a state")
+    word = state.strip().upper()
+    detail = " ".join(str(detail or "").split())
+    if word not in STATES:
+        shown = f"; {detail}" if detail else ""
+        return JobStatus("UNKNOWN", f"the backend reported state '{state.strip()}'{shown}")
+    if word == "UNKNOWN" and not detail:
+        detail = "the backend did not say why"
+    return JobStatus(word, detail)
+
+
+# --- records ------------------------------------------------------------------------------
+
+
 @dataclass
 class JobRecord:
     """What identifies one launched job; the backend knows the rest."""
@@ -58,7 +169,7 @@ class JobRecord:
     id: str
     """The backend's own id: a Slurm job id, a SageMaker training job name."""
     name: str
-    """A human name (the job name given to the cluster)."""
+    """A human name, unique among the records (:func:`job_name`, :func:`unique_name`)."""
     dump_folder: str
     """Where titan wrote the job's config (absolute path on this machine)."""
     submitted: str = field(default_factory=now_iso)
@@ -67,11 +178,30 @@ class JobRecord:
     """Log files on this machine, if the backend writes any here (Slurm does)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Backend-specific values (a submitit folder, a region, S3 URIs ...)."""
+    cluster: str = ""
+    """Which cluster's ids ``id`` is one of (Slurm: ClusterName; SageMaker: account/region);
+    "" in records written before clusters were recorded."""
 
     @property
     def ref(self) -> str:
-        """How the user names this job: ``backend:id``."""
+        """How the user names this job across backends: ``backend:id``."""
         return f"{self.backend}:{self.id}"
+
+    @property
+    def full_ref(self) -> str:
+        """The name no other record shares: ``backend:cluster/id`` (``backend:id`` without a
+        cluster)."""
+        return f"{self.backend}:{self.cluster}/{self.id}" if self.cluster else self.ref
+
+    @property
+    def key(self) -> str:
+        """The record's file name without ``.json``: ``<backend>-<cluster>-<id>``
+        (``<backend>-<id>`` without a cluster, as records were first named)."""
+        parts = [self.backend, self.cluster, self.id] if self.cluster else [self.backend, self.id]
+        return "-".join(_safe(p) for p in parts)
+
+    def same_job(self, other: JobRecord) -> bool:
+        return (self.backend, self.cluster, self.id) == (other.backend, other.cluster, other.id)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -83,58 +213,303 @@ class JobRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def _matches(record: JobRecord, key: str) -> bool:
+    return key in (record.id, record.name) or bool(
+        record.cluster and key == f"{record.cluster}/{record.id}"
+    )
+
+
 class JobStore:
-    """The folder of job records; one ``<backend>-<id>.json`` per job."""
+    """The folder of job records; one ``<backend>-<cluster>-<id>.json`` per job."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, backend: str, job_id: str) -> Path:
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job_id)
-        return self.folder / f"{backend}-{safe}.json"
+    def path(self, record: JobRecord) -> Path:
+        return self.folder / f"{record.key}.json"
 
     def add(self, record: JobRecord) -> Path:
-        """Write (or replace) a record, atomically."""
+        """Write (or replace: same key, same job) a record, atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(record.backend, record.id)
+        path = self.path(record)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(record.to_json())
         tmp.replace(path)
         return path
 
-    def all(self) -> list[JobRecord]:
-        """Every readable record, newest first (a damaged file is skipped, not fatal)."""
+    def _files(self) -> list[tuple[Path, JobRecord]]:
         if not self.folder.is_dir():
             return []
-        records = []
+        found = []
         for path in self.folder.glob("*.json"):
             try:
-                records.append(JobRecord.from_json(path.read_text()))
+                found.append((path, JobRecord.from_json(path.read_text())))
             except (OSError, ValueError, TypeError):
                 continue
+        return found
+
+    def all(self) -> list[JobRecord]:
+        """Every readable record, newest first (a damaged file is skipped, not fatal)."""
+        records = [r for _, r in self._files()]
         return sorted(records, key=lambda r: (r.submitted, r.id), reverse=True)
 
+    def remove(self, record: JobRecord) -> list[Path]:
+        """Delete the record(s) of ``record``'s job; the files removed. Nothing else is touched."""
+        removed = []
+        for path, other in self._files():
+            if other.same_job(record):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
     def find(self, ref: str) -> JobRecord:
-        """The job named ``ref``: its id, or ``backend:id`` when ids of two backends clash."""
+        """The job named ``ref``: its id, its name, ``backend:id`` or ``backend:cluster/id``
+        (also ``cluster/id``); an error naming the candidates when several match."""
         records = self.all()
-        backend, sep, job_id = ref.partition(":")
-        if sep and any(r.backend == backend for r in records):
-            matches = [r for r in records if r.backend == backend and r.id == job_id]
-        else:
-            matches = [r for r in records if r.id == ref or r.name == ref]
+        matches = select(records, ref)
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            known = ", ".join(r.ref for r in records[:10]) or "none yet"
+            known = ", ".join(short_ref(r, records) for r in records[:10]) or "none yet"
             raise ConfigError(
                 f"no job '{ref}' among the jobs titan launched (known: {known}); "
                 "see `titan jobs` for the list"
             )
-        raise ConfigError(
-            f"job '{ref}' is ambiguous ({', '.join(r.ref for r in matches)}); name it as BACKEND:ID"
-        )
+        forms = ", ".join(r.full_ref if len(select(records, r.ref)) > 1 else r.ref for r in matches)
+        raise ConfigError(f"job '{ref}' is ambiguous ({forms}); name it as one of these")
+
+
+def select(records: Sequence[JobRecord], ref: str) -> list[JobRecord]:
+    """The records ``ref`` names (see :meth:`JobStore.find`); an exact ``full_ref`` wins."""
+    exact = [r for r in records if r.full_ref == ref]
+    if len(exact) == 1:
+        return exact
+    backend, sep, rest = ref.partition(":")
+    if sep and any(r.backend == backend for r in records):
+        return [r for r in records if r.backend == backend and _matches(r, rest)]
+    return [r for r in records if _matches(r, ref)]
+
+
+def short_ref(record: JobRecord, records: Sequence[JobRecord]) -> str:
+    """The shortest of id, ``cluster/id``, ``backend:id``, ``backend:cluster/id`` that
+    selects ``record`` alone among ``records``."""
+    forms = [record.id]
+    if record.cluster:
+        forms.append(f"{record.cluster}/{record.id}")
+    forms += [record.ref, record.full_ref]
+    for form in forms:
+        if select(records, form) == [record]:
+            return form
+    return record.full_ref
 
 
 def job_store() -> JobStore:
     """The user's job records (``$TITAN_HOME/jobs``; tests point TITAN_HOME at a tmp dir)."""
     return JobStore(titan_home() / "jobs")
+
+
+# --- names --------------------------------------------------------------------------------
+
+DEFAULT_DESCRIPTION = "titan job"
+"""``job.description``'s default: not a name the user chose."""
+
+
+def job_name(job: Any) -> str:
+    """The base name of a submitted job (a :class:`~titan.core.launch.PreparedJob`):
+    ``job.description`` when the user set one, else the config file's name without
+    ``.toml``, else ``<model>-<flavor>``. Pass it through :func:`unique_name`."""
+    config = job.config
+    description = first_line(getattr(config.job, "description", "") or "")
+    if description and description != DEFAULT_DESCRIPTION:
+        return description
+    config_file = getattr(job, "config_file", None)
+    if config_file:
+        return Path(config_file).stem
+    flavor = str(config.model.flavor)
+    if flavor.endswith(".json"):  # a titan_model.json of args
+        flavor = Path(flavor).parent.name or Path(flavor).stem
+    return f"{config.model.name}-{flavor}"
+
+
+def unique_name(base: str, store: JobStore | None = None) -> str:
+    """``base``, or ``base-2``, ``base-3`` ... : the first that no record uses as a name or id,
+    so that ``titan logs NAME`` selects one job."""
+    base = first_line(base) or "job"
+    records = (store or job_store()).all()
+    taken = {r.name for r in records} | {r.id for r in records}
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+# --- asking backends, within a budget -------------------------------------------------------
+
+
+def jobs_timeout_s() -> float:
+    """Seconds each backend call of ``titan jobs`` may take: ``$TITAN_JOBS_TIMEOUT_S``, else 5."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(
+            f"{TIMEOUT_ENV}={raw!r} is not a number of seconds above 0; set it to e.g. 10, "
+            f"or unset it for {DEFAULT_TIMEOUT_S:g}"
+        )
+    return value
+
+
+@dataclass
+class Answer:
+    """What one budgeted call gave: its value, or why it gave none."""
+
+    value: Any = None
+    error: str = ""
+    """The exception in one line (:func:`error_line`), or why there was no answer."""
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.timed_out
+
+
+def call_all(
+    calls: Sequence[tuple[str, Callable[[], Any]]],
+    timeout_s: float,
+    max_parallel: int = MAX_PARALLEL,
+) -> list[Answer]:
+    """Run ``(group, fn)`` calls concurrently, each within ``timeout_s`` of its start.
+
+    A call still running at its deadline is abandoned (its daemon thread may
+    finish later; its answer is ignored) and answered ``timed_out``; the
+    calls of its ``group`` (a backend) not yet started are then not made, since
+    they would wait as long. Exceptions become :attr:`Answer.error`.
+    """
+    n = len(calls)
+    answers: list[Answer | None] = [None] * n
+    cond = threading.Condition()
+    waiting = deque(range(n))
+    running: dict[int, float] = {}  # index -> deadline
+    hung: dict[str, str] = {}  # group -> its first call that timed out
+
+    def work(i: int) -> None:
+        try:
+            answer = Answer(value=calls[i][1]())
+        except Exception as exc:  # a backend's bug must not stop the listing
+            answer = Answer(error=error_line(exc))
+        with cond:
+            if i in running:
+                del running[i]
+                answers[i] = answer
+                cond.notify_all()
+
+    with cond:
+        while waiting or running:
+            while waiting and len(running) < max_parallel:
+                i = waiting.popleft()
+                group = calls[i][0]
+                if group in hung:
+                    answers[i] = Answer(timed_out=True, error=f"not asked: {hung[group]}")
+                    continue
+                running[i] = time.monotonic() + timeout_s
+                threading.Thread(target=work, args=(i,), daemon=True).start()
+            if not running:
+                continue
+            now = time.monotonic()
+            for i in [i for i, deadline in running.items() if deadline <= now]:
+                del running[i]
+                group = calls[i][0]
+                answers[i] = Answer(
+                    timed_out=True, error=f"{group} did not answer within {timeout_s:g} s"
+                )
+                hung.setdefault(group, answers[i].error)
+            if running:
+                cond.wait(max(0.0, min(running.values()) - time.monotonic()))
+    return [a if a is not None else Answer(error="no answer") for a in answers]
+
+
+@dataclass
+class JobView:
+    """A record with what its backend said about it now."""
+
+    record: JobRecord
+    status: JobStatus
+    progress: Progress | None = None
+    progress_error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self.record)
+        data.update(
+            ref=self.record.ref,
+            full_ref=self.record.full_ref,
+            state=self.status.state,
+            detail=self.status.detail,
+            progress=self.progress.to_dict() if self.progress else None,
+        )
+        if self.progress_error:
+            data["progress_error"] = self.progress_error
+        return data
+
+
+def _progress_call(backend: Any, record: JobRecord) -> Callable[[], Progress | None]:
+    if callable(getattr(backend, "progress", None)):
+        return lambda: backend.progress(record)
+    return lambda: progress_from_dump_folder(Path(record.dump_folder))
+
+
+def query_jobs(
+    records: Sequence[JobRecord],
+    registry: BackendRegistry,
+    timeout_s: float | None = None,
+    progress: bool = True,
+) -> list[JobView]:
+    """Each record's status (and progress) asked of its backend, every call within
+    ``timeout_s`` (default :func:`jobs_timeout_s`), all at once: a backend that hangs or
+    fails shows UNKNOWN with the reason, the others answer.
+
+    Progress comes from the backend's ``progress(record)`` when it has one, else from the
+    record's dump folder when it is readable here (:func:`progress_from_dump_folder`).
+    """
+    timeout_s = jobs_timeout_s() if timeout_s is None else timeout_s
+    views = [JobView(r, JobStatus("UNKNOWN", "not asked")) for r in records]
+    calls: list[tuple[str, Callable[[], Any]]] = []
+    slots: list[tuple[int, str]] = []  # (view index, "state" | "progress")
+    for i, record in enumerate(records):
+        try:
+            backend = registry.cluster(record.backend)
+        except TitanError as exc:  # an uninstalled backend, or one without job records
+            views[i].status = JobStatus("UNKNOWN", error_line(exc))
+            continue
+        calls.append((record.backend, lambda b=backend, r=record: b.state(r)))
+        slots.append((i, "state"))
+        if progress:
+            calls.append((f"{record.backend} progress", _progress_call(backend, record)))
+            slots.append((i, "progress"))
+    for (i, what), answer in zip(slots, call_all(calls, timeout_s), strict=True):
+        view = views[i]
+        if what == "state":
+            if answer.ok:
+                view.status = as_status(answer.value)
+            elif answer.timed_out:
+                view.status = JobStatus(
+                    "UNKNOWN",
+                    f"{answer.error}; try again, or allow longer with {TIMEOUT_ENV}="
+                    f"{max(2 * timeout_s, 10):g}",
+                )
+            else:
+                view.status = JobStatus("UNKNOWN", answer.error)
+        elif answer.ok:
+            view.progress = answer.value if isinstance(answer.value, Progress) else None
+        else:
+            view.progress_error = answer.error
+    return views

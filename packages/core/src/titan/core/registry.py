@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 from titan.core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
-    from titan.core.jobs import JobRecord
+    from titan.core.jobs import JobRecord, JobStatus
     from titan.core.launch import PreparedJob
     from titan.core.layout import LaunchLayout
 
@@ -181,11 +181,26 @@ class ClusterBackend(Backend, Protocol):
     """A backend whose jobs outlive ``titan run``: ``titan jobs``, ``logs``, ``cancel`` reach it.
 
     ``launch`` stores a :class:`titan.core.jobs.JobRecord` (``job_store().add``)
-    for every job it submits; the CLI hands that record back to these methods.
+    for every job it submits, named ``unique_name(job_name(job))`` and with its
+    ``cluster`` set (so that a new cluster's ids never replace an old one's
+    records); the CLI hands that record back to these methods.
+
+    ``titan jobs`` gives each call a few seconds (``TITAN_JOBS_TIMEOUT_S``,
+    default 5) and shows UNKNOWN with the reason when it runs over or raises;
+    answer quickly, and say in the detail what could not be asked.
+
+    Optional: ``progress(record) -> titan.core.jobs.Progress | None`` for a
+    backend whose runs write their ``metrics.jsonl`` where this machine cannot
+    read it (SageMaker: from the job's logs). Without it, ``titan jobs`` reads
+    the record's dump folder (:func:`titan.core.jobs.progress_from_dump_folder`).
+    It is not a member of this protocol, so backends without it still match.
     """
 
-    def state(self, record: JobRecord) -> str:
-        """The job's state now, one of :data:`titan.core.jobs.STATES`."""
+    def state(self, record: JobRecord) -> JobStatus | str:
+        """The job's state now: a :class:`~titan.core.jobs.JobStatus` (one of
+        :data:`~titan.core.jobs.STATES` and a one-line detail: why, and what the user can
+        do, e.g. the resume command of a RESUMABLE job); a bare state string from a
+        backend written before details (plugin API 1.1) is still accepted."""
         ...
 
     def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
@@ -195,8 +210,15 @@ class ClusterBackend(Backend, Protocol):
         """
         ...
 
-    def cancel(self, record: JobRecord) -> None:
-        """Stop the job (it ends CANCELLED or STOPPED)."""
+    def cancel(self, record: JobRecord) -> JobStatus | None:
+        """Ask the job to stop; its status after the request.
+
+        CANCELLED / STOPPING / STOPPED with what it left in the detail (e.g. "cancelled;
+        checkpoint step-20 in /shared/out/checkpoint"), or, for a job that had already
+        ended, its final state with a detail such as "had already finished; nothing to
+        cancel" (not an error). None (backends written before statuses): the CLI asks
+        :meth:`state` afterwards.
+        """
         ...
 
 
