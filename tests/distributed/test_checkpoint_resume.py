@@ -21,7 +21,7 @@ def test_stop_at_10_and_resume_to_20_is_bitwise_identical(reference, run_exact):
         "--checkpoint.enable_checkpoint=true",
         "--checkpoint.interval=4",
         "--checkpoint.async_mode=async",
-    )
+    ).ok()
     folder = first.dump / "checkpoint"
     assert [s for s, _ in complete_checkpoints(folder)] == [4, 8, 10]
     assert not list(folder.glob("*.tmp"))
@@ -29,7 +29,7 @@ def test_stop_at_10_and_resume_to_20_is_bitwise_identical(reference, run_exact):
 
     resumed = run_exact(
         "resume", "--training.steps=20", "--checkpoint.enable_checkpoint=true", dump=first.dump
-    )
+    ).ok()
     assert f"resumed from checkpoint {folder / 'step-10'} (step 10)" in resumed.stderr
     _same_bits(resumed.losses, reference.losses, range(11, 21))
 
@@ -40,7 +40,7 @@ def test_stop_at_10_and_resume_to_20_is_bitwise_identical(reference, run_exact):
         "--checkpoint.enable_checkpoint=true",
         "--checkpoint.load_step=8",
         dump=first.dump,
-    )
+    ).ok()
     _same_bits(from_async.losses, reference.losses, range(9, 13))
 
 
@@ -57,7 +57,7 @@ def test_two_rank_checkpoint_resumes_on_one_rank_bitwise(
     shutil.copytree(fsdp_two_ranks.dump / "checkpoint" / "step-10", dump / "checkpoint" / "step-10")
     resumed = run_exact(
         "reshard", "--training.steps=20", "--checkpoint.enable_checkpoint=true", dump=dump
-    )
+    ).ok()
     assert "resumed from checkpoint" in resumed.stderr
     assert "skips 20 batches" in resumed.stderr
     _same_bits(resumed.losses, reference.losses, range(11, 21))

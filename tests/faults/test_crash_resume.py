@@ -10,11 +10,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from fault_helpers import REFERENCE_STEPS, metrics_lines
+from fault_helpers import REFERENCE_STEPS
+from gates import SAVE_GATE, STEP_GATE, gated_env, wait_for_file
 
 from titan.core.folders import complete_checkpoints
 
@@ -25,36 +25,14 @@ def _complete_steps(folder: Path) -> list[int]:
     return [s for s, _ in complete_checkpoints(folder)]
 
 
-def _writing(folder: Path) -> tuple[int, int] | None:
-    """(step being written, newest complete step) while a save is unfinished after a first one."""
-    if not folder.is_dir():
-        return None
-    tmp = [
-        int(m.group(1))
-        for p in folder.iterdir()
-        if (m := _TMP.match(p.name)) and not (p / ".metadata").exists()
-    ]
-    done = _complete_steps(folder)
-    if tmp and done and max(tmp) > max(done):
-        return max(tmp), max(done)
-    return None
-
-
-def _kill_mid_save(proc: subprocess.Popen, folder: Path, timeout: float = 300) -> int:
-    """Freeze the run while a save is unfinished, check it still is, SIGKILL it; the step."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before a save could be interrupted"
-        if _writing(folder):
-            os.kill(proc.pid, signal.SIGSTOP)
-            state = _writing(folder)
-            if state:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return state[0]
-            os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(0.005)
-    raise AssertionError("no checkpoint save was caught in flight")
+def _kill_in_the_second_save(proc: subprocess.Popen, gate: Path, folder: Path) -> int:
+    """SIGKILL the run while its second save is held inside DCP by the save gate; its step."""
+    wait_for_file(gate / "saving", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (writing,) = [int(m.group(1)) for p in folder.iterdir() if (m := _TMP.match(p.name))]
+    assert not (folder / f"step-{writing}.tmp" / ".metadata").exists()  # half-written
+    return writing
 
 
 def _newest_complete(folder: Path) -> int:
@@ -79,15 +57,16 @@ def test_sigkill_during_a_save_resumes_from_the_newest_complete(
         f"--checkpoint.async_mode={mode}",
     ]
     steps = f"--training.steps={REFERENCE_STEPS}"
-    proc = titan_process(*exact_args, f"--job.dump_folder={dump}", steps, *ckpt)
+    env, gate = gated_env(tmp_path, SAVE_GATE, at=2)
+    proc = titan_process(*exact_args, f"--job.dump_folder={dump}", steps, *ckpt, env=env)
     folder = dump / "checkpoint"
-    writing = _kill_mid_save(proc, folder)
+    writing = _kill_in_the_second_save(proc, gate, folder)
     assert proc.returncode == -signal.SIGKILL
-    assert not (folder / f"step-{writing}").exists()
+    assert writing == 4 and not (folder / "step-4").exists()
     newest = _newest_complete(folder)
-    assert newest < writing
+    assert newest == 2
 
-    resumed = run_exact("killed", steps, *ckpt, dump=dump)
+    resumed = run_exact("killed", steps, *ckpt, "--checkpoint.keep_latest_k=2", dump=dump)
     assert resumed.proc.returncode == 0, resumed.proc.stderr
     assert f"resumed from checkpoint {folder / f'step-{newest}'} (step {newest})" in (
         resumed.proc.stderr
@@ -95,13 +74,20 @@ def test_sigkill_during_a_save_resumes_from_the_newest_complete(
     assert sorted(resumed.losses) == list(range(newest + 1, REFERENCE_STEPS + 1))
     for step, loss in resumed.losses.items():
         assert loss == reference.losses[step], step
-    assert not list(folder.glob("*.tmp"))
+    assert not list(folder.glob("*.tmp"))  # the half-written save was cleaned up
+    last = REFERENCE_STEPS - REFERENCE_STEPS % 2
+    assert _complete_steps(folder) == [last - 2, last]  # keep_latest_k=2
 
 
 def test_async_checkpoint_is_published_when_complete(
     reference, run_exact, exact_args, tmp_path, titan_process
 ):
-    """Save at step 4 (async), next at 8: a kill -9 in between resumes from step 4."""
+    """Save at step 4 (async), next at 8: a kill -9 in between resumes from step 4.
+
+    The step gate holds the run at the start of step 6 until step-4 is published (a
+    run that publishes only at its next save would be refused there by the gate's
+    deadline), and the test kills it there.
+    """
     dump = tmp_path / "async"
     ckpt = [
         "--checkpoint.enable_checkpoint=true",
@@ -109,17 +95,12 @@ def test_async_checkpoint_is_published_when_complete(
         "--checkpoint.async_mode=async",
     ]
     steps = f"--training.steps={REFERENCE_STEPS}"
-    proc = titan_process(*exact_args, f"--job.dump_folder={dump}", steps, *ckpt)
     folder = dump / "checkpoint"
-    deadline = time.monotonic() + 300
-    while not (folder / "step-4").is_dir():
-        assert proc.poll() is None, proc.log.read_text()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    env, gate = gated_env(tmp_path, STEP_GATE, at=6, after=folder / "step-4")
+    proc = titan_process(*exact_args, f"--job.dump_folder={dump}", steps, *ckpt, env=env)
+    wait_for_file(gate / "reached", proc)
     os.kill(proc.pid, signal.SIGKILL)  # before step 8's save: the old code published step 4 there
     proc.wait()
-    logged = metrics_lines(dump)
-    assert logged < 8, "the run reached the next save before step-4 was published"
     assert _complete_steps(folder) == [4]
 
     resumed = run_exact("async", steps, *ckpt, dump=dump)

@@ -11,60 +11,18 @@ import os
 import random
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from fault_helpers import REFERENCE_STEPS, titan_env, wait_for_steps
+from fault_helpers import REFERENCE_STEPS, wait_for_steps
+from gates import SAVE_GATE, gated_env, wait_for_file
 
 from titan.core.errors import EXIT_STOPPED_RESUMABLE
 from titan.core.folders import complete_checkpoints
-from titan.core.testing import install_plugin, pythonpath_with
 
 STOPPED = re.compile(
     r"stopped at step (\d+) on (SIG\w+): checkpoint (\S+) complete ([\d.]+) s after the signal"
 )
-
-
-SAVE_GATE = """
-\"\"\"A test plugin: a checkpoint save waits, inside the save, until the test says go.\"\"\"
-import os
-import time
-from pathlib import Path
-
-from titan.core import hookimpl
-
-AUTOLOAD = True
-
-
-class Gate:
-    def state_dict(self):
-        folder = Path(os.environ["TITAN_TEST_SAVE_GATE"])
-        (folder / "saving").touch()  # the save has begun: the test signals now
-        deadline = time.monotonic() + 120
-        while not (folder / "go").exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test never said go")
-            time.sleep(0.01)
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
-@hookimpl
-def titan_checkpoint_state(trainer):
-    return {"save_gate": Gate()}
-"""
-
-
-def wait_for_file(path: Path, proc, timeout: float = 300) -> None:
-    """Until ``path`` exists (the run reached that point), or fail if the run ended first."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.log.read_text()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -101,17 +59,9 @@ def test_signal_checkpoints_exits_75_and_resumes_bitwise(
         "--checkpoint.enable_checkpoint=true",
         "--checkpoint.interval=100",  # only the stop checkpoint (and the last one)
     ]
-    gate = tmp_path / "gate"
-    env = None
-    if delivery == "twice":  # the stop checkpoint waits mid-save for the second signal
-        site = tmp_path / "site"
-        install_plugin(site, "save-gate", SAVE_GATE)
-        gate.mkdir()
-        env = {
-            **titan_env(),
-            "PYTHONPATH": pythonpath_with(site),
-            "TITAN_TEST_SAVE_GATE": str(gate),
-        }
+    env, gate = None, tmp_path
+    if delivery == "twice":  # the stop checkpoint (the run's first save) waits mid-save
+        env, gate = gated_env(tmp_path, SAVE_GATE, at=1)
     proc = titan_process(*args, env=env)
     wait_for_steps(proc, dump, random.Random(seed).randint(1, 6))
     if delivery == "everyone":  # Slurm signals every process of the job step at once
