@@ -76,13 +76,16 @@ def aws_env(moto_url: str | None, home: Path) -> dict[str, str]:
     return env
 
 
-def titan(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def titan(
+    *args: str, env: dict[str, str], timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "titan.core.cli", *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=timeout,
+        cwd=cwd,
     )
 
 

@@ -8,6 +8,8 @@ StopTrainingJob: a botocore handler answers that one call, as the service would.
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
 import time
@@ -71,9 +73,32 @@ def new_job(moto_url: str, home: Path, launched: str) -> str:
     request = json.loads((Path(first.dump_folder) / "sagemaker_request.json").read_text())
     name = f"{launched[:40]}-{next(_count)}"
     request["TrainingJobName"] = name
+    uri = f"s3://{BUCKET}/titan-test/{name}/checkpoints"  # SageMaker's default: one per job
+    request["CheckpointConfig"]["S3Uri"] = uri
     client("sagemaker", moto_url).create_training_job(**request)
-    store.add(type(first)(**{**first.__dict__, "id": name, "name": name}))
+    extra = {**first.extra, "checkpoint_s3_uri": uri}
+    store.add(type(first)(**{**first.__dict__, "id": name, "name": name, "extra": extra}))
     return name
+
+
+def record_of(moto_url: str, home: Path, name: str, monkeypatch):
+    """The job's record, with this process pointed at moto as `titan` would be."""
+    from titan.core.jobs import JobStore
+
+    env = aws_env(moto_url, home)
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return JobStore(Path(env["TITAN_HOME"]) / "jobs").find(name)
+
+
+def put_checkpoint(moto_url: str, uri: str, step: int, complete: bool = True) -> None:
+    """What SageMaker syncs from /opt/ml/checkpoints: step-N/ with DCP's .metadata written last."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = client("s3", moto_url)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/step-{step}/__0_0.distcp", Body=b"shard")
+    if complete:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/step-{step}/.metadata", Body=b"meta")
 
 
 def moto_job(name: str):
@@ -194,22 +219,11 @@ def test_run_wait_follows_the_job_and_returns_its_result(moto_url, home):
     assert "COMPLETED" in proc.stderr
 
 
-def test_cancel_stops_a_running_job(moto_url, home, launched, monkeypatch):
-    from titan.backends.sagemaker.jobs import client as titan_client
-    from titan.backends.sagemaker.jobs import stop_job
-    from titan.core.jobs import JobStore
-
-    name = new_job(moto_url, home, launched)
-    job = moto_job(name)
-    job.training_job_status, job.secondary_status = "InProgress", "Training"
-    env = aws_env(moto_url, home)
-    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, env[key])
-    record = JobStore(Path(env["TITAN_HOME"]) / "jobs").find(name)
-    sm = titan_client(record, "sagemaker")
+def _answer_stop_training_job(sm, job) -> list[dict]:
+    """moto has no StopTrainingJob: answer it as the service does (the job goes Stopping)."""
     stopped: list[dict] = []
 
-    def stop_training_job(model, params, **_):  # what the service does on StopTrainingJob
+    def stop_training_job(model, params, **_):
         if model.name != "StopTrainingJob":
             return None
         from botocore.awsrequest import AWSResponse
@@ -219,14 +233,170 @@ def test_cancel_stops_a_running_job(moto_url, home, launched, monkeypatch):
         return AWSResponse("https://moto.invalid", 200, {}, None), {}
 
     sm.meta.events.register("before-call.sagemaker.StopTrainingJob", stop_training_job)
-    stop_job(record, sm)
+    return stopped
+
+
+def test_cancel_stops_a_running_job_and_leaves_an_ended_one(moto_url, home, launched, monkeypatch):
+    from titan.backends.sagemaker.jobs import client as titan_client
+    from titan.backends.sagemaker.jobs import stop_job
+
+    name = new_job(moto_url, home, launched)
+    job = moto_job(name)
+    job.training_job_status, job.secondary_status = "InProgress", "Training"
+    record = record_of(moto_url, home, name, monkeypatch)
+    sm = titan_client(record, "sagemaker")
+    stopped = _answer_stop_training_job(sm, job)
+    status = stop_job(record, sm)
     assert len(stopped) == 1 and b'"TrainingJobName": "' + name.encode() in stopped[0]["body"]
+    assert status.state == "STOPPING"
+    assert record.extra["checkpoint_s3_uri"] in status.detail
+    env = aws_env(moto_url, home)
     assert "STOPPING" in next(ln for ln in titan("jobs", env=env).stdout.splitlines() if name in ln)
+    # Stopping already, then ended: said, and StopTrainingJob is not sent again.
+    assert stop_job(record, sm).state == "STOPPING" and len(stopped) == 1
     job.training_job_status, job.secondary_status = "Stopped", "Stopped"
-    # A job that has ended cannot be cancelled: one line, exit 2.
+    status = stop_job(record, sm)
+    assert status.state == "STOPPED" and "had already ended; nothing to cancel" in status.detail
+    assert len(stopped) == 1
+    job.training_job_status, job.secondary_status = "Completed", "Completed"
+    status = stop_job(record, sm)
+    assert status.state == "COMPLETED" and "had already ended" in status.detail
+    assert len(stopped) == 1
+    # `titan cancel` of an ended job: said in one line, not an error.
     proc = titan("cancel", name, env=env)
-    assert proc.returncode == 2
-    assert "already ended (STOPPED)" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "had already ended" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failed_job_says_why(moto_url, home, launched, monkeypatch):
+    from titan.backends.sagemaker import SageMakerBackend
+
+    name = new_job(moto_url, home, launched)
+    job = moto_job(name)
+    job.training_job_status, job.secondary_status = "Failed", "Failed"
+    job.failure_reason = "AlgorithmError: ExecuteUserScriptError:\nexit code 1"
+    status = SageMakerBackend().state(record_of(moto_url, home, name, monkeypatch))
+    assert status.state == "FAILED"
+    assert status.detail == "AlgorithmError: ExecuteUserScriptError: exit code 1"  # one line
+
+
+def test_a_stopped_job_names_its_checkpoints_and_how_to_continue(
+    moto_url, home, launched, monkeypatch
+):
+    from titan.backends.sagemaker import SageMakerBackend
+
+    name = new_job(moto_url, home, launched)
+    job = moto_job(name)
+    job.training_job_status, job.secondary_status = "Stopped", "Stopped"
+    record = record_of(moto_url, home, name, monkeypatch)
+    uri = record.extra["checkpoint_s3_uri"]
+    status = SageMakerBackend().state(record)
+    assert status.state == "STOPPED" and f"no complete checkpoint in {uri}" in status.detail
+    put_checkpoint(moto_url, uri, 20)
+    put_checkpoint(moto_url, uri, 40)
+    put_checkpoint(moto_url, uri, 60, complete=False)  # still being synced: not a checkpoint
+    status = SageMakerBackend().state(record)
+    assert status.state == "STOPPED"
+    assert f"checkpoint step 40 in {uri}" in status.detail
+    assert f"--sagemaker.checkpoint_s3_uri={uri}" in status.detail
+
+
+def test_max_runtime_after_a_checkpoint_is_resumable(moto_url, home, launched, monkeypatch):
+    from titan.backends.sagemaker import SageMakerBackend
+
+    name = new_job(moto_url, home, launched)
+    job = moto_job(name)
+    job.training_job_status, job.secondary_status = "Stopped", "MaxRuntimeExceeded"
+    record = record_of(moto_url, home, name, monkeypatch)
+    uri = record.extra["checkpoint_s3_uri"]
+    status = SageMakerBackend().state(record)  # no checkpoint yet: it timed out, nothing to resume
+    assert status.state == "TIMEOUT" and "--sagemaker.max_runtime_s" in status.detail
+    put_checkpoint(moto_url, uri, 100)
+    status = SageMakerBackend().state(record)
+    assert status.state == "RESUMABLE"
+    assert "MaxRuntimeExceeded after checkpoint step 100" in status.detail
+    config = Path(record.dump_folder) / "job_config.toml"
+    assert (
+        f"titan run {config} --backend sagemaker --sagemaker.checkpoint_s3_uri={uri}"
+        in status.detail
+    )
+    assert config.is_file()  # the command's config exists: the job's own
+    # The command works as given (as a dry run here): same job, resuming from that prefix.
+    command = shlex.split(status.detail.split("): ", 1)[1])
+    assert command[:2] == ["titan", "run"]
+    proc = titan(*command[1:], "--dry-run", env=aws_env(moto_url, home))
+    assert proc.returncode == 0, proc.stderr
+    request = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert request["CheckpointConfig"]["S3Uri"] == uri
+    assert f"the job checkpoints to {uri}" in " ".join(proc.stderr.split())
+
+
+def console_lines(total: int, rows: list[dict]) -> list[str]:
+    """titan's per-log-step console lines (plain mode), as the job's rank 0 prints them."""
+    import io
+
+    from rich.console import Console
+
+    from titan.core.builtin import console
+
+    display = console._Display(total, live=False)
+    buffer = io.StringIO()
+    display.console = Console(file=buffer, width=400, no_color=True, highlight=False)
+    for row in rows:
+        display.update(row["step"], row)
+    return buffer.getvalue().splitlines()
+
+
+def test_progress_is_rank_zeros_last_log_step(moto_url, home, launched, monkeypatch):
+    from titan.backends.sagemaker import SageMakerBackend
+
+    name = new_job(moto_url, home, launched)
+    record = record_of(moto_url, home, name, monkeypatch)
+    assert SageMakerBackend().progress(record) is None  # no log yet
+    rows = [
+        {"step": s, "loss": 11.0 - s / 10, "tokens_per_second": 12345.6 + s, "lr": 3e-4}
+        for s in (10, 20, 30)
+    ]
+    lines = console_lines(200, rows)
+    assert len(lines) == 3 and lines[-1].startswith("step    30/200")
+    t0 = int(time.time() * 1000) - 60_000
+    # An earlier attempt (a spot restart) in an older stream, rank 0's lines, other hosts' lines.
+    put_logs(moto_url, name, "algo-1", [(t0 - 5000, "step   190/200  loss 1.0  tok/s 1  ETA ?")])
+    stream = f"{name}/algo-1-1764550800"
+    logs = client("logs", moto_url)
+    logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
+    events = [(t0 + i, line) for i, line in enumerate(lines)]
+    events.append((t0 + 10, "checkpoint step-30 saved"))
+    logs.put_log_events(
+        logGroupName=GROUP,
+        logStreamName=stream,
+        logEvents=[{"timestamp": ts, "message": msg} for ts, msg in events],
+    )
+    put_logs(moto_url, name, "algo-2", [(t0 + 20, "step   999/999  loss 0.5  tok/s 9  ETA ?")])
+    progress = SageMakerBackend().progress(record)
+    assert progress is not None
+    assert (progress.step, progress.total_steps) == (30, 200)
+    assert progress.loss == pytest.approx(8.0)
+    assert progress.tokens_per_second == pytest.approx(12376, abs=1)  # printed without decimals
+    assert progress.eta_seconds is not None and progress.eta_seconds >= 0
+
+
+def test_titan_jobs_shows_progress_and_details(moto_url, home, launched, monkeypatch):
+    from titan.backends.sagemaker import SageMakerBackend
+    from titan.core.jobs import query_jobs
+    from titan.core.registry import BackendRegistry
+
+    name = new_job(moto_url, home, launched)
+    job = moto_job(name)
+    job.training_job_status, job.secondary_status = "InProgress", "Training"
+    record = record_of(moto_url, home, name, monkeypatch)
+    lines = console_lines(50, [{"step": 5, "loss": 7.25, "tokens_per_second": 2048.0}])
+    put_logs(moto_url, name, "algo-1", [(int(time.time() * 1000) - 1000, lines[0])])
+    registry = BackendRegistry()
+    registry.add(SageMakerBackend())
+    (view,) = query_jobs([record], registry, timeout_s=30)
+    assert view.status.state == "RUNNING" and view.status.detail == "Training"
+    assert (view.progress.step, view.progress.total_steps, view.progress.loss) == (5, 50, 7.25)
 
 
 def test_logs_of_an_unknown_job_is_one_line(moto_url, home):

@@ -7,6 +7,7 @@ field by field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import tomllib
@@ -145,7 +146,9 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
     wheels = sorted(k for k in code if k.startswith("wheels/"))
     names = {w.split("/")[1].split("-")[0] for w in wheels}
     assert {"titan_core", "titan_backends", "titan_models", "titan_optims"} <= names
-    assert code["requirements.txt"].decode().split() == [f"./{w}" for w in wheels]
+    # titan's wheels close the requirements, each with its hash (pip's hash-checking mode).
+    lines = [ln for ln in code["requirements.txt"].decode().splitlines() if ln.startswith("./")]
+    assert lines == [f"./{w} --hash=sha256:{hashlib.sha256(code[w]).hexdigest()}" for w in wheels]
     # The user's own config is where `titan run` writes it, and the request beside it.
     local = tomllib.loads((created["dump"] / "job_config.toml").read_text())
     assert local["sagemaker"]["instance_count"] == 4
@@ -159,6 +162,95 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
     layout = LaunchLayout.from_env(saved["Environment"][LAYOUT_ENV])
     assert (layout.nodes, layout.procs_per_node, layout.where) == (4, 8, "4 x ml.p5.48xlarge")
     assert "H100" in layout.device.model and layout.device.float8 is True
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def lock_packages() -> dict[str, list[dict]]:
+    """name -> the uv.lock entries of that name (some names have a version per Python)."""
+    with (REPO / "uv.lock").open("rb") as f:
+        lock = tomllib.load(f)
+    out: dict[str, list[dict]] = {}
+    for package in lock["package"]:
+        out.setdefault(package["name"], []).append(package)
+    return out
+
+
+def requirement_pins(text: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """name -> [(version, hashes)] of the requirement lines of a requirements.txt."""
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and "==" in line and not line.startswith("#"):
+            name, _, rest = line.partition("==")
+            current = []
+            out.setdefault(name.strip().lower(), []).append((rest.split()[0], current))
+        elif current is not None and "--hash=sha256:" in line:
+            current.append(line.split("--hash=sha256:")[1].split()[0])
+    return out
+
+
+def test_the_code_channel_pins_the_lock_versions_with_its_hashes(created, moto_url):
+    code = s3_objects(moto_url, _channels(created["desc"])["code"])
+    pins = requirement_pins(code["requirements.txt"].decode())
+    lock = lock_packages()
+    for name in ("torch", "torchao", "torchdata", "datasets", "pluggy", "tokenizers", "tiktoken"):
+        (entry,) = lock[name]
+        (pinned,) = pins[name]
+        assert pinned[0] == entry["version"], name
+        locked = {w["hash"].removeprefix("sha256:") for w in entry.get("wheels", [])}
+        if "sdist" in entry:
+            locked.add(entry["sdist"]["hash"].removeprefix("sha256:"))
+        assert pinned[1] and set(pinned[1]) <= locked, name
+    for name, entries in pins.items():  # every line is a version the lock holds
+        assert {v for v, _ in entries} <= {p["version"] for p in lock[name]}, name
+    # Not the dev group (tests, the SDK, the example plugins), not titan itself as a pin.
+    for name in ("moto", "pytest", "ruff", "sagemaker", "titan-core", "titan-example-csvlog"):
+        assert name not in pins, name
+    assert not [k for k in code if k.startswith("wheels/titan_example")]
+
+
+def test_notes_say_where_the_job_checkpoints_and_that_the_image_torch_differs(created):
+    err = created["proc"].stderr
+    notes = [ln for ln in err.splitlines() if ln.startswith("note:")]
+    prefix = f"s3://{BUCKET}/titan-llama3-debug/<job name>/checkpoints"
+    assert any(prefix in n and "starts from step 0" in n for n in notes), err
+    (torch,) = lock_packages()["torch"]
+    if torch["version"].split(".")[:2] != ["2", "10"]:  # the default image is PyTorch 2.10
+        (note,) = [n for n in notes if "default image" in n]
+        assert "torch 2.10" in note and f"torch {torch['version']}" in note
+        (torchao,) = lock_packages()["torchao"]
+        assert f"torchao {torchao['version']}" in note
+    # The job is in a VPC (EXTRA's subnets) and installs at start: it needs the package index.
+    assert any("VPC" in n and "package index" in n for n in notes), err
+    # After the launch: the URI SageMaker will use.
+    uri = created["desc"]["CheckpointConfig"]["S3Uri"]
+    assert f"checkpoints: {uri}" in " ".join(err.split())
+
+
+def test_dry_run_notes_describe_the_job_not_the_local_dump_folder(tmp_path):
+    """A local folder holding a run (checkpoints, metrics) says nothing about a SageMaker job."""
+    dump = tmp_path / "run"
+    (dump / "checkpoint" / "step-40").mkdir(parents=True)
+    (dump / "checkpoint" / "step-40" / ".metadata").write_text("x")
+    (dump / "metrics.jsonl").write_text('{"step": 40, "loss": 3.0}\n')
+    before = sorted(p.relative_to(dump) for p in dump.rglob("*"))
+    uri = f"s3://{BUCKET}/runs/llama/checkpoints"
+    with loopback_only():
+        proc = titan(
+            *HEADLINE,
+            "--dry-run",
+            f"--sagemaker.checkpoint_s3_uri={uri}",
+            f"--job.dump_folder={dump}",
+            env=aws_env(None, tmp_path),
+        )
+    assert proc.returncode == 0, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "holds checkpoints" not in err and "metrics.jsonl already" not in err
+    assert f"the job checkpoints to {uri}" in err and "resumes from the newest" in err
+    assert json.loads(proc.stdout[proc.stdout.index("{") :])["CheckpointConfig"]["S3Uri"] == uri
+    assert sorted(p.relative_to(dump) for p in dump.rglob("*")) == before
 
 
 def test_no_secret_reaches_the_request_s3_or_the_output(created, moto_url):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import typer
 
     from titan.core.data.sources import DataSourceRegistry
-    from titan.core.jobs import JobRecord
+    from titan.core.jobs import JobRecord, JobStatus, Progress
     from titan.core.launch import PreparedJob
     from titan.core.layout import LaunchLayout
     from titan.core.registry import BackendRegistry
@@ -110,6 +110,16 @@ def require_sdk() -> None:
         ) from None
 
 
+def require_boto3() -> None:
+    """``titan jobs`` / ``logs`` / ``cancel`` need boto3 only (the SDK brings it)."""
+    from titan.core.errors import ConfigError
+
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"SageMaker jobs need boto3: {INSTALL_HINT}") from None
+
+
 @dataclass
 class SageMakerBackend:
     name: str = "sagemaker"
@@ -118,16 +128,34 @@ class SageMakerBackend:
     def layout(self, job: PreparedJob, offline: bool) -> LaunchLayout:
         """Instances x processes and their GPU, from titan's table of instance types.
 
-        No AWS call and no SDK import, online or not (``offline`` changes nothing):
-        what only SageMaker knows (quotas, capacity) is found when the job is created.
-        The rest of ``[sagemaker]`` (role, S3 URIs, spot limits, environment) is
-        checked here too, so that every mistake is found before anything is printed.
+        No SDK import: what only SageMaker knows (quotas, capacity) is found when
+        the job is created. The rest of ``[sagemaker]`` (role, S3 URIs, spot limits,
+        environment, the profile) is checked here too, so that every mistake is
+        found before anything is printed. Online (not ``--dry-run``) the AWS
+        credentials are resolved and checked (STS GetCallerIdentity) and the local
+        dump folder, where titan keeps the job's config and request, must be
+        writable. The notes say where the job checkpoints and which versions it
+        installs. The job writes in its container and S3, not in the local dump
+        folder: core's checks of that folder's runs do not apply
+        (``dump_folder_here=False``).
         """
-        from titan.backends.sagemaker.instances import launch_layout
-        from titan.backends.sagemaker.request import plan
+        import dataclasses
+        from pathlib import Path
 
-        plan(job, image_lookup=False)
-        return launch_layout(job)
+        from titan.backends.sagemaker.instances import launch_layout
+        from titan.backends.sagemaker.request import launch_notes, plan
+
+        p = plan(job, image_lookup=False)
+        layout = launch_layout(job)
+        notes = tuple(launch_notes(job, p))
+        if not offline:
+            from titan.backends.sagemaker.credentials import check_credentials
+            from titan.core.folders import check_folder
+
+            dump = job.config.job.dump_folder
+            check_folder("job.dump_folder", dump, Path(dump))
+            check_credentials(job.config.sagemaker, p.region)
+        return dataclasses.replace(layout, notes=notes, dump_folder_here=False)
 
     def launch(self, job: PreparedJob, dry_run: bool, wait: bool = False) -> int:
         require_sdk()
@@ -135,23 +163,32 @@ class SageMakerBackend:
 
         return launch(job, dry_run=dry_run, wait=wait)
 
-    def state(self, record: JobRecord) -> str:
-        require_sdk()
-        from titan.backends.sagemaker.jobs import job_state
+    def state(self, record: JobRecord) -> JobStatus:
+        """The job's state, with why it ended (failure reason, checkpoints, how to continue)."""
+        require_boto3()
+        from titan.backends.sagemaker.jobs import job_status
 
-        return job_state(record)
+        return job_status(record)
 
     def logs(self, record: JobRecord, follow: bool, out: TextIO) -> int:
-        require_sdk()
+        require_boto3()
         from titan.backends.sagemaker.jobs import job_logs
 
         return job_logs(record, follow, out)
 
-    def cancel(self, record: JobRecord) -> None:
-        require_sdk()
+    def cancel(self, record: JobRecord) -> JobStatus:
+        """StopTrainingJob; a job that already ended says so and is left alone."""
+        require_boto3()
         from titan.backends.sagemaker.jobs import stop_job
 
-        stop_job(record)
+        return stop_job(record)
+
+    def progress(self, record: JobRecord) -> Progress | None:
+        """The newest log step of rank 0 in the job's CloudWatch log (short timeouts)."""
+        require_boto3()
+        from titan.backends.sagemaker.jobs import job_progress
+
+        return job_progress(record)
 
 
 @hookimpl

@@ -13,7 +13,9 @@ what the ranks read. The code channel (``/opt/ml/input/data/code``) holds:
 * ``wheels/`` and ``requirements.txt`` (when titan is installed at start):
   wheels of the titan distributions this job uses, repacked from this
   environment, so the container runs the same titan as the laptop, local
-  edits included.
+  edits included; and every other package at the version of the
+  repository's ``uv.lock``, with its hashes
+  (:mod:`titan.backends.sagemaker.requirements`).
 """
 
 from __future__ import annotations
@@ -106,20 +108,34 @@ def write_code_dir(
             shutil.copy2(tokenizer, dest)
     if not install:
         return []
-    wheels = [
-        build_wheel(dist, code_dir / WHEELS).name
-        for dist in titan_distributions(set(job.plugins.active))
-    ]
-    (code_dir / REQUIREMENTS).write_text("".join(f"./{WHEELS}/{w}\n" for w in wheels))
-    return wheels
+    from titan.backends.sagemaker.requirements import (
+        check_pinned,
+        job_requirements,
+        requirements_file,
+    )
+
+    active = set(job.plugins.active)
+    reqs = job_requirements(job.config.sagemaker.py_version, active)
+    dists = titan_distributions(active)
+    check_pinned(dists, reqs, job.config.sagemaker.py_version)
+    wheels = [build_wheel(dist, code_dir / WHEELS) for dist in dists]
+    (code_dir / REQUIREMENTS).write_text(requirements_file(reqs, wheels))
+    return [w.name for w in wheels]
 
 
 # --- wheels of the titan distributions in use ----------------------------------
 
 
-def titan_distributions(active: set[str]) -> list[md.Distribution]:
-    """titan-core, titan-backends, and every distribution that provides an active plugin."""
-    wanted = {"titan-core", "titan-backends"}
+TITAN_OWN = ("titan-core", "titan-models", "titan-optims", "titan-backends")
+"""The distributions of titan's own workspace (the example plugins are not among them)."""
+
+
+def titan_distributions(
+    active: set[str], base: tuple[str, ...] = ("titan-core", "titan-backends")
+) -> list[md.Distribution]:
+    """``base`` (titan-core, titan-backends), and every distribution that provides an
+    active plugin."""
+    wanted = set(base)
     for ep in md.entry_points(group="titan.plugins"):
         if ep.name in active and ep.dist is not None:
             wanted.add(_normal(ep.dist.metadata["Name"]))

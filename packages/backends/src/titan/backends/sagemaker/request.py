@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from titan.backends.sagemaker.channels import PREFIX
+from titan.backends.sagemaker.credentials import check_profile
 from titan.backends.sagemaker.instances import launch_layout, resolve_instance
 from titan.core.errors import ConfigError
 from titan.core.layout import LAYOUT_ENV, LaunchLayout
@@ -153,6 +154,7 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
             f"so without it s3://b/c4 also pulls s3://b/c4-old/; pass '{sec.input}/'"
         )
     _check_data_reaches_the_job(job, sec.input)
+    check_profile(sec)  # an unknown profile is known offline: refused by dry runs too
     checked: LaunchLayout | None = getattr(job, "layout", None)
     layout = checked or launch_layout(job)
     max_wait: int | None = None
@@ -212,6 +214,49 @@ def plan(job: Any, image_lookup: bool = True) -> Plan:
     )
 
 
+def checkpoint_note(p: Plan) -> str:
+    """Where the job checkpoints, and what a job with the same checkpoint URI does."""
+    if p.checkpoint_s3_uri:
+        return (
+            f"the job checkpoints to {p.checkpoint_s3_uri} (synced with /opt/ml/checkpoints); "
+            "SageMaker copies what that prefix holds into the job when it starts, so this job, "
+            "and any later one given the same --sagemaker.checkpoint_s3_uri, resumes from the "
+            "newest complete checkpoint there"
+        )
+    return (
+        f"the job checkpoints to s3://{p.bucket}/{p.base_job_name}/<job name>/checkpoints, a "
+        "new prefix for this job (SageMaker names the job when it is created; `titan run` prints "
+        "the URI): it starts from step 0, a spot restart of it resumes from there, and a later "
+        "job continues it when given that prefix as --sagemaker.checkpoint_s3_uri"
+    )
+
+
+def launch_notes(job: Any, p: Plan) -> list[str]:
+    """What the user should know before the job is created: its checkpoints, its versions."""
+    notes = [checkpoint_note(p)]
+    if p.install_titan:
+        from titan.backends.sagemaker.bundle import titan_distributions
+        from titan.backends.sagemaker.requirements import (
+            check_pinned,
+            job_requirements,
+            version_notes,
+        )
+
+        sec = job.config.sagemaker
+        active = set(job.plugins.active)
+        reqs = job_requirements(sec.py_version, active)
+        check_pinned(titan_distributions(active), reqs, sec.py_version)
+        notes += version_notes(sec, reqs)
+        if sec.subnets:
+            notes.append(
+                "the job runs in your VPC and pip-installs its packages at start: its subnets "
+                "need a route to the package index (a NAT gateway, or a mirror the image's pip "
+                "uses), or the install fails; an image with titan inside needs none "
+                "(`titan sagemaker dockerfile`, then --sagemaker.image_uri)"
+            )
+    return notes
+
+
 def layout_env(layout: LaunchLayout) -> str:
     """``TITAN_LAUNCH_LAYOUT``'s value; its notes (for the user, said before launch) are
     dropped if the whole would pass SageMaker's 512-character limit on a value."""
@@ -256,7 +301,9 @@ def boto_session(sec: Any, region: str, offline: bool) -> Any:
         return boto3.Session(
             aws_access_key_id="dry-run", aws_secret_access_key="dry-run", region_name=region
         )
-    return boto3.Session(profile_name=sec.profile or None, region_name=region)
+    from titan.backends.sagemaker.credentials import session
+
+    return session(sec, region)
 
 
 def capture_requests(session: Any, into: dict[str, Any], offline: bool, bucket: str) -> None:
