@@ -280,6 +280,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory):
     """A loopback-only network, AWS settings of no real account, and a workspace to watch."""
     home = tmp_path_factory.mktemp("cluster_checks")
     env = aws_env(None, home)
+    # uv's own cache stays where it was (the SageMaker layout runs `uv export`): the
+    # workspace watched for writes is titan's, not uv's.
+    env["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache" / "uv")
     with pytest.MonkeyPatch.context() as mp, loopback_only():
         for key in [k for k in os.environ if k.startswith(("AWS_", "SAGEMAKER_"))]:
             mp.delenv(key)

@@ -246,24 +246,18 @@ def resolve_degrees(
     def fix(n: int) -> str:
         return layout.more_processes(n)
 
-    per_node_limit = layout.max_procs_per_node or 0
-    if layout.nodes == 1 and tp > world_size and per_node_limit and tp > per_node_limit:
+    # A node's processes: its GPUs when one node is asked for more than it has.
+    per_node = layout.procs_per_node if layout.nodes > 1 else (layout.max_procs_per_node or 0)
+    if per_node and tp > per_node and (layout.nodes > 1 or tp > world_size):
         raise ConfigError(
-            f"parallelism.tensor_parallel_degree {tp} is larger than the {per_node_limit} "
-            f"processes a node of {layout.where} can run: tensor parallelism across nodes is "
-            f"too slow to be useful; keep the degree at most {per_node_limit} (shard across "
-            "nodes with FSDP)"
+            f"parallelism.tensor_parallel_degree {tp} is larger than the {per_node} processes "
+            f"per node ({layout.where}): tensor parallelism across nodes is too slow to be "
+            f"useful; keep the degree at most {per_node} (shard across nodes with FSDP)"
         )
     if tp > world_size:
         raise ConfigError(
             f"parallelism.tensor_parallel_degree {tp} is larger than the {world_size} "
             f"process(es) of this run; start {tp} or more ({fix(tp)}) or lower the degree"
-        )
-    if layout.nodes > 1 and tp > layout.procs_per_node:
-        raise ConfigError(
-            f"parallelism.tensor_parallel_degree {tp} is larger than the {layout.procs_per_node} "
-            f"processes per node: tensor parallelism across nodes is too slow to be useful; "
-            f"keep the degree at most {layout.procs_per_node} (shard across nodes with FSDP)"
         )
     if dp_shard == -1:
         unit = dp_replicate * tp
