@@ -32,9 +32,11 @@ from slurm_helpers import (  # noqa: E402
     crash_corpus,
     dist,
     requeue_at_step,
+    signal_at_step,
     start_local_reference,
     submit,
     submit_and_wait,
+    submit_resumable_job,
     submit_time_limit_job,
 )
 
@@ -81,15 +83,17 @@ def cluster_jobs(
 ):
     """Every test job, submitted at once so that their waits overlap.
 
-    One thing happens in the background while the tests wait for other jobs: the
-    requeue job is requeued (``scontrol requeue``) once it has logged step 3. The
-    local reference run (``titan run --nproc 2``) runs alongside.
+    Two things happen in the background while the tests wait for other jobs: the
+    requeue job is requeued (``scontrol requeue``) once it has logged step 3, and
+    the resumable job gets SIGUSR2 (``scancel --signal``) once it has logged step 2.
+    The local reference run (``titan run --nproc 2``) runs alongside.
     """
     runs = tmp_path_factory.mktemp("slurm-runs")
     steps = f"--training.steps={STEPS}"
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = ThreadPoolExecutor(max_workers=2)
     parity = submit("parity", runs / "parity", *exact_args, steps)
     requeue = submit("requeue", runs / "requeue", *exact_args, steps)
+    resumable = submit_resumable_job(runs / "resumable", exact_args)
     jobs = ClusterJobs(
         parity=parity,
         requeue=requeue,
@@ -108,10 +112,12 @@ def cluster_jobs(
         requeued=pool.submit(requeue_at_step, requeue, 3),
         time_limit=submit_time_limit_job(runs / "time-limit", exact_args),
         local_reference=start_local_reference(runs / "local-reference", exact_args, STEPS),
+        resumable=resumable,
+        resumable_signalled=pool.submit(signal_at_step, resumable, 2),
     )
     yield jobs
     pool.shutdown(wait=True, cancel_futures=True)
-    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel, jobs.time_limit)]
+    ids = [j.id for j in (parity, requeue, jobs.crash, jobs.cancel, jobs.time_limit, resumable)]
     subprocess.run(["scancel", *ids], capture_output=True)
     if jobs.crash.waiter.poll() is None:
         jobs.crash.waiter.kill()

@@ -46,16 +46,32 @@ def job_with(*args: str):
     return prepare_job(None, overrides=overrides, validate=False)
 
 
-def sbatch_spy(folder: Path) -> tuple[dict[str, str], Path]:
-    """A PATH whose ``sbatch`` notes each call in a file, then runs the real one: (env, that file)."""
-    real = shutil.which("sbatch")
-    assert real, "sbatch is not on PATH"
-    folder.mkdir(parents=True)
-    calls = folder / "sbatch-calls"
-    spy = folder / "sbatch"
+def command_spy(folder: Path, command: str = "sbatch") -> tuple[dict[str, str], Path]:
+    """A PATH whose ``command`` notes each call in a file, then runs the real one: (env, that file)."""
+    real = shutil.which(command)
+    assert real, f"{command} is not on PATH"
+    folder.mkdir(parents=True, exist_ok=True)
+    calls = folder / f"{command}-calls"
+    spy = folder / command
     spy.write_text(f'#!/bin/sh\necho "$*" >>{calls}\nexec {real} "$@"\n')
     spy.chmod(spy.stat().st_mode | stat.S_IEXEC)
     return {"PATH": f"{folder}:{os.environ['PATH']}"}, calls
+
+
+def sbatch_spy(folder: Path) -> tuple[dict[str, str], Path]:
+    """A PATH whose ``sbatch`` notes each call in a file, then runs the real one: (env, that file)."""
+    return command_spy(folder, "sbatch")
+
+
+def folder_state(folder: Path) -> list[tuple]:
+    """Every file under ``folder`` with its size and modification time, and every folder."""
+    return sorted(  # folders by name only: a write test (titan's folder check) touches their mtime
+        (
+            str(p.relative_to(folder)),
+            *((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else ()),
+        )
+        for p in folder.rglob("*")
+    )
 
 
 def jobs_named(name: str) -> list[str]:
@@ -85,6 +101,11 @@ def titan(
         text=True,
         timeout=timeout,
     )
+
+
+def job_row(listing: str, job_id: str) -> str:
+    """The row of job ``job_id`` in `titan jobs` output (StopIteration if it has none)."""
+    return next(line for line in listing.splitlines() if line.split()[:1] == [job_id])
 
 
 @dataclass
@@ -187,6 +208,19 @@ class ClusterJobs:
     time_limit: SlurmJob
     local_reference: subprocess.Popen
     """`titan run --nproc 2` of the parity config; its dump folder is ``.dump``."""
+    resumable: SlurmJob
+    """A job with slurm.max_requeues=0 that gets SIGUSR2 mid-run: it ends RESUMABLE."""
+    resumable_signalled: Future
+    """Done once the resumable job was signalled (its result: the last step it had logged)."""
+
+
+def signal_at_step(job: SlurmJob, step: int, signal: str = "USR2") -> int:
+    """``scancel --signal`` the job's ranks as soon as it has logged ``step`` (it goes on
+    running: the ranks stop at a step boundary after a checkpoint, as on Slurm's
+    time-limit signal)."""
+    job.wait_for_step(step, timeout=400)
+    subprocess.run(["scancel", f"--signal={signal}", job.id], check=True, capture_output=True)
+    return max(m["step"] for m in job.metrics())
 
 
 def requeue_at_step(job: SlurmJob, step: int) -> int:
@@ -244,6 +278,14 @@ def titan_step_end(trainer, step, metrics):
 '''
 
 
+def pace_env(site: Path) -> dict[str, str]:
+    """The environment (``PYTHONPATH``, which sbatch passes to the job) of a job whose steps
+    the ``pace`` plugin slows down to ``--pace.seconds`` each, installed in ``site``."""
+    if not site.exists():
+        install_plugin(site, "pace", PACE_PLUGIN)
+    return {"PYTHONPATH": pythonpath_with(site)}
+
+
 def submit_time_limit_job(dump: Path, exact_args: list[str]) -> SlurmJob:
     """A job that cannot finish before its time-limit signal, and finishes after a requeue or two.
 
@@ -251,8 +293,6 @@ def submit_time_limit_job(dump: Path, exact_args: list[str]) -> SlurmJob:
     ``PYTHONPATH``, which sbatch passes to the job), so its length does not depend on
     how fast this machine is or how many other test jobs share it.
     """
-    site = dump.parent / "time-limit-site"
-    install_plugin(site, "pace", PACE_PLUGIN)
     job = submit(
         "time-limit",
         dump,
@@ -263,9 +303,31 @@ def submit_time_limit_job(dump: Path, exact_args: list[str]) -> SlurmJob:
         f"--slurm.time={TIME_LIMIT_MIN}",
         f"--slurm.signal_delay={SIGNAL_DELAY}",
         f"--slurm.max_requeues={MAX_REQUEUES}",
-        env={"PYTHONPATH": pythonpath_with(site)},
+        env=pace_env(dump.parent / "pace-site"),
     )
     job.planned_steps = TIME_LIMIT_STEPS
+    return job
+
+
+RESUMABLE_STEPS = 12
+"""Steps of the resumable job: it is signalled at step 2, each step takes PACE_S or more, so it
+stops (one step after the signal on two ranks) long before its last step."""
+
+
+def submit_resumable_job(dump: Path, exact_args: list[str]) -> SlurmJob:
+    """A job with no requeue allowed (slurm.max_requeues=0), paced, logging every step."""
+    job = submit(
+        "resumable",
+        dump,
+        *exact_args,
+        "--plugins=pace",
+        f"--pace.seconds={PACE_S}",
+        f"--training.steps={RESUMABLE_STEPS}",
+        "--metrics.log_freq=1",
+        "--slurm.max_requeues=0",
+        env=pace_env(dump.parent / "pace-site"),
+    )
+    job.planned_steps = RESUMABLE_STEPS
     return job
 
 

@@ -7,17 +7,27 @@ Every job trains the debug model on CPU, one rank on each of the two nodes
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_helpers import MAX_REQUEUES, STEPS, SlurmJob, dist, jobs_named, titan  # noqa: E402
+from slurm_helpers import (  # noqa: E402
+    MAX_REQUEUES,
+    STEPS,
+    SlurmJob,
+    command_spy,
+    dist,
+    job_row,
+    jobs_named,
+    titan,
+)
 
 from titan.backends.slurm.task import scontrol_fields
+from titan.core.folders import saved_steps
 from titan.core.layout import LaunchLayout
 
 
@@ -45,29 +55,50 @@ def assert_same_losses(job: SlurmJob, reference: dict[int, float], steps: int) -
         assert math.isclose(loss, reference[step], rel_tol=1e-6, abs_tol=0.0), (step, loss)
 
 
-def test_jobs_logs_and_cancel_on_a_running_job(cluster_jobs):
+def test_jobs_logs_and_cancel_on_a_running_job(cluster_jobs, tmp_path: Path):
+    """`titan jobs` shows a running job's step and loss; `titan cancel` waits for its stop
+    checkpoint and names it; a job that had already ended is not cancelled (no scancel)."""
     job = cluster_jobs.cancel
     job.wait_for_step(1, timeout=300)
     listed = titan("jobs")
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if f" {job.id} " in f" {line} ")
+    row = job_row(listed.stdout, job.id)
     assert "slurm" in row and "RUNNING" in row and "titan-test-cancel" in row
+    progress = re.search(r"step (\d+)/100000\s+(\d+\.\d+)", row)
+    assert progress, row  # from the job's metrics.jsonl
+    loss = {m["step"]: m["loss"] for m in job.metrics()}[int(progress.group(1))]
+    assert progress.group(2) == f"{loss:.4f}", row
 
     shown = titan("logs", job.id)
     assert shown.returncode == 0 and "step     1/100000" in shown.stdout
     assert f"`titan logs {job.id} -f` follows it" in shown.stdout
 
     cancelled = titan("cancel", job.id)
-    assert cancelled.returncode == 0, cancelled.stderr
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        row = next(line for line in titan("jobs").stdout.splitlines() if f" {job.id} " in line)
-        if "CANCELLED" in row:
-            break
-        time.sleep(1)
-    assert "CANCELLED" in row
+    said = cancelled.stdout + cancelled.stderr
+    assert cancelled.returncode == 0, said
+    step = saved_steps(job.dump / "checkpoint")[-1]  # written on the cancel's SIGTERM
+    checkpoint = job.dump / "checkpoint" / f"step-{step}"
+    assert f"CANCELLED: newest complete checkpoint: step {step} ({checkpoint})" in said, said
+    assert "continue it with: titan run --backend=slurm " in said, said
+    assert "CANCELLED" in job_row(titan("jobs").stdout, job.id)
     followed = job.follow()
     assert followed.returncode != 0 and f"titan: job {job.id} CANCELLED" in followed.stdout
+    assert f"newest complete checkpoint: step {step}" in followed.stdout
+    assert "killed from outside" not in followed.stdout
+
+    finished = cluster_jobs.parity
+    assert finished.follow().returncode == 0
+    env, scancel_calls = command_spy(tmp_path / "bin", "scancel")
+    for ended, state in ((finished, "COMPLETED"), (job, "CANCELLED")):
+        again = titan("cancel", ended.id, env=env)
+        said = again.stdout + again.stderr
+        assert again.returncode == 0, said
+        assert state in said and "nothing sent to Slurm" in said, said
+        if ended is finished:
+            assert "had already ended: COMPLETED" in said, said
+        else:
+            assert "already cancelled before this request" in said, said
+    assert not scancel_calls.exists()  # scancel never ran
 
 
 def test_crash_ends_failed_naming_the_failing_rank(cluster_jobs):
@@ -133,6 +164,9 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(cluster_jobs, local_re
     assert followed.returncode == 0, out + followed.stderr
     assert f"titan: job {job.id} COMPLETED" in out
     assert "on SIGTERM: checkpoint" in out  # every rank stopped at a step boundary and saved
+    # Slurm brings it back: the stop line says so, not "run the same command again"
+    assert f"Slurm requeues job {job.id} and it resumes from this checkpoint by itself" in out
+    assert "run the same command again" not in out
     stopped = int(out.split("stopped at step ")[1].split()[0])
     assert 3 <= stopped < STEPS
     assert f"resumed from checkpoint {job.dump / 'checkpoint' / f'step-{stopped}'}" in out
@@ -148,6 +182,7 @@ def test_time_limit_signal_checkpoints_requeues_and_completes(cluster_jobs):
     assert followed.returncode == 0, out + followed.stderr
     assert f"titan: job {job.id} COMPLETED" in out
     assert "on SIGUSR2: checkpoint" in out
+    assert f"Slurm requeues job {job.id} (1 of slurm.max_requeues = {MAX_REQUEUES})" in out
     assert f"requeued job {job.id} (1 of {MAX_REQUEUES})" in out
     assert "resumed from checkpoint" in out
     restarts = int(job.scontrol()["Restarts"])

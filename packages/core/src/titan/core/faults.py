@@ -31,6 +31,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -201,6 +202,12 @@ def set_collective_timeouts(seconds: float) -> None:
             c10d.set_timeout(timeout, group)
 
 
+resume_hint: Callable[[int], str] | None = None
+"""Set by a launcher whose scheduler brings a stopped run back by itself (the Slurm task, on the
+rank that prints the line): given the stop signal, what happens next, instead of "run the same
+command again to resume"; "" keeps that text."""
+
+
 def stopped_message(step: int, signum: int, checkpoint: Any, seconds: float) -> StopRequested:
     """The exception (and its one line) for a run that stopped at ``step`` on ``signum``."""
     name = signal_name(signum)
@@ -210,9 +217,11 @@ def stopped_message(step: int, signum: int, checkpoint: Any, seconds: float) -> 
             "(checkpoint.enable_checkpoint = false), so the next run starts from step 0",
             128 + signum,
         )
+    next_step = (
+        resume_hint(signum) if resume_hint else ""
+    ) or "run the same command again to resume"
     return StopRequested(
         f"stopped at step {step} on {name}: checkpoint {checkpoint} complete {seconds:.1f} s "
-        f"after the signal; run the same command again to resume (exit code "
-        f"{EXIT_STOPPED_RESUMABLE})",
+        f"after the signal; {next_step} (exit code {EXIT_STOPPED_RESUMABLE})",
         EXIT_STOPPED_RESUMABLE,
     )

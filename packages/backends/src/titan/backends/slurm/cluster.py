@@ -9,7 +9,10 @@ the partition: how many, their CPUs, memory (``RealMemory``) and GPUs
 (generic resources ``gpu:TYPE:COUNT``). A job that the partition cannot run
 is then refused with one line before ``sbatch`` queues it (sbatch itself
 accepts a job asking more nodes than the partition has: it pends forever).
-If Slurm does not answer, one note says so and the offline layout is used.
+If Slurm does not answer (the controller is down or slow), one note says so
+and the offline layout is used. If Slurm's configuration cannot be found
+(no ``SLURM_CONF``, not on a login node), nothing could reach the cluster, sbatch
+included: that is one line naming the environment as the fix.
 
 What only the cluster decides (queue limits, accounts, QOS, node health,
 ``--constraint`` features) is left to sbatch and the scheduler.
@@ -20,6 +23,7 @@ Torch-free and submitit-free: ``titan run`` imports it before any check.
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -70,6 +74,39 @@ class ClusterUnreachable(Exception):
     """Slurm could not be asked (no sinfo, no controller, no answer in time)."""
 
 
+NO_CONFIGURATION = (
+    "Slurm's configuration was not found{why}: export SLURM_CONF=/path/to/slurm.conf "
+    "(or run on the cluster's login node)"
+)
+"""The one line for a Slurm command that cannot find slurm.conf: the fix is the environment."""
+_CONFIG_NOT_FOUND = (
+    "could not establish a configuration source",  # no SLURM_CONF, no file, no DNS SRV record
+    "cannot stat file",  # SLURM_CONF names a missing file (Slurm retries it for 60 s)
+    "unable to process configuration file",
+)
+
+
+def missing_configuration(env: dict[str, str] | None = None) -> str:
+    """The one-line error when ``SLURM_CONF`` names a file that does not exist, else "".
+
+    Checked before any Slurm command: given a missing file, they retry it for a minute.
+    """
+    conf = (os.environ if env is None else env).get("SLURM_CONF", "")
+    if conf and not os.path.isfile(conf):
+        return NO_CONFIGURATION.format(why=f" (SLURM_CONF={conf} does not exist)")
+    return ""
+
+
+def configuration_not_found(stderr: str | bytes | None) -> str:
+    """The one-line error if a Slurm command's stderr says it found no configuration, else ""."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lowered = (stderr or "").lower()
+    if any(needle in lowered for needle in _CONFIG_NOT_FOUND):
+        return NO_CONFIGURATION.format(why="")
+    return ""
+
+
 def parse_gres(text: str) -> dict[str, int]:
     """``gpu:h100:8(S:0-1),nvme:1`` -> ``{"h100": 8}``; untyped ``gpu:4`` -> ``{"": 4}``."""
     gpus: dict[str, int] = {}
@@ -112,25 +149,56 @@ def _last_line(text: str | bytes | None) -> str:
 
 
 def ask_cluster(timeout: float = SINFO_TIMEOUT_S) -> Cluster:
-    """Every partition's nodes, from ``sinfo`` (hidden partitions too); raises ClusterUnreachable."""
+    """Every partition's nodes, from ``sinfo`` (hidden partitions too).
+
+    Raises ClusterUnreachable when Slurm does not answer, and a one-line
+    ConfigError when it has no configuration to find the cluster with.
+    """
+    missing = missing_configuration()
+    if missing:
+        raise ConfigError(missing)
     cmd = ["sinfo", "--all", "--noheader", "--Node", f"--format={SINFO_FORMAT}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise ClusterUnreachable("sinfo is not on PATH") from None
     except subprocess.TimeoutExpired as exc:
-        said = _last_line(exc.stderr)  # e.g. the config file it keeps retrying to read
+        if configuration_not_found(exc.stderr):
+            raise ConfigError(configuration_not_found(exc.stderr)) from None
+        said = _last_line(exc.stderr)  # e.g. the controller it keeps retrying to reach
         raise ClusterUnreachable(
             f"sinfo did not answer within {timeout:g} s" + (f": {said}" if said else "")
         ) from None
     except OSError as exc:
         raise ClusterUnreachable(f"sinfo: {exc}") from None
     if proc.returncode:
+        if configuration_not_found(proc.stderr):
+            raise ConfigError(configuration_not_found(proc.stderr))
         raise ClusterUnreachable(_last_line(proc.stderr) or f"sinfo exited with {proc.returncode}")
     cluster = parse_sinfo(proc.stdout)
     if not cluster.partitions:
         raise ClusterUnreachable("sinfo listed no partitions")
     return cluster
+
+
+SCONTROL_TIMEOUT_S = 5.0
+"""How long titan waits for a Slurm command about a job (scontrol, sacct, scancel)."""
+
+
+def slurm_config(env: dict[str, str] | None = None, timeout: float = SCONTROL_TIMEOUT_S) -> dict:
+    """``scontrol show config`` as ``{key: value}`` (ClusterName, KillWait, ...); {} if unanswered."""
+    try:
+        proc = subprocess.run(
+            ["scontrol", "show", "config"], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    out = {}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            out[key.strip()] = value.strip()
+    return out
 
 
 # --- the layout ---------------------------------------------------------------------------

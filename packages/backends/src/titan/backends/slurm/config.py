@@ -44,7 +44,8 @@ class SlurmSection:
     exclusive: bool = False
     """Reserve whole nodes (--exclusive)."""
     job_name: str = ""
-    """Slurm job name; empty: job.description."""
+    """Slurm job name; empty: the job's name in `titan jobs` (job.description if set, else the
+    config file's stem, else <model>-<flavor>, made unique among titan's jobs)."""
     sbatch: list[str] = field(default_factory=list)
     """Extra #SBATCH parameters as KEY=VALUE (or a bare KEY), e.g. reservation=big, mail-type=END."""
     setup: list[str] = field(default_factory=list)

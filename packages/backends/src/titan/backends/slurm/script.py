@@ -31,15 +31,19 @@ def submitit_folder(config: Any) -> Path:
     return Path(folder).expanduser().absolute()
 
 
-def executor_parameters(config: Any, lay: LaunchLayout) -> dict[str, Any]:
-    """``SlurmExecutor.update_parameters`` keywords for this job (Slurm's own names)."""
+def executor_parameters(config: Any, lay: LaunchLayout, job_name: str = "") -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` keywords for this job (Slurm's own names).
+
+    The Slurm job name: slurm.job_name, else ``job_name`` (the name ``titan jobs`` shows,
+    :func:`titan.backends.slurm.job_name`), else job.description.
+    """
     s = config.slurm
     extra: dict[str, Any] = {"requeue": True}  # the job may requeue itself (JobRequeue may be 0)
     if s.mem:
         extra["mem"] = s.mem  # submitit's own `mem` takes gigabytes as a number
     extra.update(sbatch_pairs(s.sbatch))
     params: dict[str, Any] = {
-        "job_name": s.job_name or config.job.description,
+        "job_name": s.job_name or job_name or config.job.description,
         "nodes": lay.nodes,
         "ntasks_per_node": lay.procs_per_node,
         # None leaves --time out: the partition's default limit applies.
@@ -74,11 +78,13 @@ def submitit_command(folder: Path, python: str | None = None) -> str:
     )
 
 
-def render_sbatch(config: Any, lay: LaunchLayout) -> str:
+def render_sbatch(config: Any, lay: LaunchLayout, job_name: str = "") -> str:
     """The exact script ``sbatch`` gets for this job (submitit's own renderer, no Slurm needed)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = submitit_folder(config)
     return _make_sbatch_string(
-        command=submitit_command(folder), folder=folder, **executor_parameters(config, lay)
+        command=submitit_command(folder),
+        folder=folder,
+        **executor_parameters(config, lay, job_name),
     )

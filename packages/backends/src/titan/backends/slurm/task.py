@@ -23,6 +23,7 @@ Exit codes decide what Slurm does next:
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -42,9 +43,9 @@ def _say(message: str) -> None:
     print(f"titan: {message}", file=sys.stderr, flush=True)
 
 
-def _scontrol(*args: str) -> str:
+def _scontrol(*args: str, timeout: float = 60) -> str:
     return subprocess.run(
-        ["scontrol", *args], capture_output=True, text=True, check=True, timeout=60
+        ["scontrol", *args], capture_output=True, text=True, check=True, timeout=timeout
     ).stdout
 
 
@@ -63,12 +64,49 @@ def first_node_address() -> str:
         return socket.gethostname()
 
 
+def job_fields(job_id: str) -> dict[str, str]:
+    """The job as the controller sees it now (JobState, Restarts, ...); {} if it cannot say."""
+    try:
+        return scontrol_fields(_scontrol("show", "job", job_id, "-o", timeout=10))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
 def job_state(job_id: str) -> str:
     """The job's JobState as the controller sees it now (e.g. RUNNING, COMPLETING)."""
+    return job_fields(job_id).get("JobState", "UNKNOWN")
+
+
+def _restarts() -> int:
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def requeued_by_slurm(fields: dict[str, str]) -> bool:
+    """Slurm is requeueing this run (``scontrol requeue``, preemption): it counted a restart
+    beyond the one this run started as."""
     try:
-        return scontrol_fields(_scontrol("show", "job", job_id, "-o")).get("JobState", "UNKNOWN")
-    except (OSError, subprocess.SubprocessError):
-        return "UNKNOWN"
+        return int(fields.get("Restarts", "0")) > _restarts()
+    except ValueError:
+        return False
+
+
+def resume_hint(max_requeues: int, signum: int) -> str:
+    """Rank 0's words after its stop checkpoint when Slurm brings the job back by itself.
+
+    "" (the default text: run the same command again) when it will not: a
+    cancel, or the requeue budget used up.
+    """
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    fields = job_fields(job_id)
+    state = fields.get("JobState", "UNKNOWN")
+    if state == "RUNNING" and signum == signal.SIGUSR2 and _restarts() < max_requeues:
+        return (
+            f"Slurm requeues job {job_id} ({_restarts() + 1} of slurm.max_requeues = "
+            f"{max_requeues}) and it resumes from this checkpoint by itself"
+        )
+    if state != "RUNNING" and requeued_by_slurm(fields):
+        return f"Slurm requeues job {job_id} and it resumes from this checkpoint by itself"
+    return ""
 
 
 def setup_distributed_env(gpus_per_node: int) -> None:
@@ -86,18 +124,23 @@ def setup_distributed_env(gpus_per_node: int) -> None:
 def requeue_after_stop(max_requeues: int) -> None:
     """Rank 0, after a checkpointed stop: requeue the job if Slurm is not ending it already."""
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    state = job_state(job_id)
+    restarts = _restarts()
+    fields = job_fields(job_id)
+    state = fields.get("JobState", "UNKNOWN")
     if state != "RUNNING":
-        _say(
-            f"stopped after a checkpoint; Slurm is ending job {job_id} ({state}): a requeue or "
-            "preemption brings it back and it resumes, a cancel ends it"
-        )
+        if requeued_by_slurm(fields):
+            _say(f"stopped after a checkpoint; Slurm requeues job {job_id}: it resumes by itself")
+        else:
+            _say(
+                f"stopped after a checkpoint; Slurm is ending job {job_id} ({state}): the "
+                "same command submitted again resumes from the checkpoint"
+            )
         return
     if restarts >= max_requeues:
         _say(
             f"stopped after a checkpoint; the requeue budget is used up ({restarts} of "
-            f"slurm.max_requeues = {max_requeues}): submit the same command again to resume"
+            f"slurm.max_requeues = {max_requeues}): the job ends RESUMABLE; submit the same "
+            "command again to resume (`titan logs` prints it)"
         )
         return
     try:
@@ -127,6 +170,8 @@ def run_rank(config_path: str, gpus_per_node: int, max_requeues: int, layout: st
     # handlers, SIGUSR2 would end the job without a checkpoint and SIGTERM would be ignored.
     faults.install_stop_handlers()
     rank = os.environ.get("SLURM_PROCID", "0")
+    if rank == "0":  # the rank that prints the stop line says whether Slurm brings the job back
+        faults.resume_hint = functools.partial(resume_hint, max_requeues)
     where = f"{rank} on {os.environ.get('SLURMD_NODENAME', socket.gethostname())}"
     try:
         setup_distributed_env(gpus_per_node)
