@@ -86,6 +86,16 @@ MISTAKES = [
     ),
     # --- more cluster mistakes -------------------------------------------------------------
     Mistake(
+        "sm-70B-peak-without-ac-on-two-p5",
+        sagemaker("--sagemaker.instance_count=2", "--model.flavor=70B"),
+        ("the step's peak does not fit", "backward", "--plugins ac --ac.mode=selective"),
+    ),
+    Mistake(
+        "slurm-8B-peak-at-seq-8192-batch-8",
+        slurm("--slurm.gpu_type=h100", "--model.flavor=8B", "--training.seq_len=8192"),
+        ("the step's peak does not fit", "loss backward", "--training.local_batch_size=1"),
+    ),
+    Mistake(
         "sm-instance-count-0",
         sagemaker("--sagemaker.instance_count=0"),
         ("instance_count",),
@@ -252,7 +262,12 @@ VALID = [
     ("slurm-8-h100", slurm("--slurm.gpu_type=h100", "--model.flavor=8B"), "#SBATCH"),
     (
         "slurm-70B-on-two-h100-nodes",
-        slurm("--slurm.gpu_type=h100", "--slurm.nodes=2", "--model.flavor=70B"),
+        slurm(
+            "--slurm.gpu_type=h100",
+            "--slurm.nodes=2",
+            "--model.flavor=70B",
+            "--training.local_batch_size=1",
+        ),
         "#SBATCH",
     ),
     (
@@ -269,7 +284,14 @@ VALID = [
     ),
     (
         "sm-70B-on-two-p5",
-        sagemaker("--sagemaker.instance_count=2", "--model.flavor=70B"),
+        sagemaker(
+            "--sagemaker.instance_count=2",
+            "--model.flavor=70B",
+            "--plugins",
+            "ac",
+            "--ac.mode=selective",
+            "--ac.selective_ac_option=op",
+        ),
         "TrainingJobName",
     ),
 ]

@@ -387,7 +387,8 @@ def _error_lines(stderr: str) -> list[str]:
         if line.strip()
         and not (line.startswith("titan ") and " backend=" in line)
         and not (
-            line.startswith("note: ") and ("metrics.jsonl" in line or "holds checkpoints" in line)
+            line.startswith("note: ")
+            and any(s in line for s in ("metrics.jsonl", "holds checkpoints", "continues the run"))
         )
     ]
 

@@ -164,7 +164,11 @@ def test_fit_decision_on_p5(tmp_path, flavor, gpus, fits):
 
     job = prepare_job(
         None,
-        overrides=[("model.flavor", flavor), ("job.dump_folder", str(tmp_path / "out"))],
+        overrides=[
+            ("model.flavor", flavor),
+            ("job.dump_folder", str(tmp_path / "out")),
+            ("training.local_batch_size", "1"),  # the state decides, not the activations
+        ],
         validate=False,
     )
     layout = _sagemaker_p5_layout(gpus // 8)

@@ -126,7 +126,7 @@ def test_peak_does_not_fit_still_prints_a_plan(tmp_path, capsys) -> None:
     assert code == 1, err
     assert "memory per device" in out
     assert "DOES NOT FIT" in out
-    assert "the peak does not fit" in out
+    assert "the step's peak does not fit" in out  # titan run's own refusal, under the plan
 
 
 def test_state_does_not_fit_still_prints_a_plan(capsys) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from titan.core.config.eras import local_dataset_problem
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, DoesNotFit
 from titan.core.layout import GIB, LaunchLayout, resolve_degrees
 from titan.core.state_memory import shards_needed, state_memory
 
@@ -33,12 +33,15 @@ little for activations: said as a note before launch."""
 def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     """All checks of ``job`` against ``layout``; raises one-line ConfigErrors. Sets ``job.layout``.
 
-    In order: core's own keys, the dump folder's state against the job (where
+    Sets ``job.layout`` before the memory checks, which raise
+    :class:`~titan.core.errors.DoesNotFit`. In order: core's own keys, the dump
+    folder's state against the job (where
     the job writes into it as this machine sees it), the tensor-parallel degree a TP
     plugin takes when none is given, the parallel degrees against the
     processes, data parallelism having a plugin, the batch arithmetic, the
-    model against the sequence length, whether the training state fits the
-    device, then every active plugin's ``titan_validate_config``.
+    model against the sequence length, whether the training state and then the
+    step's planned peak (:mod:`titan.core.memory_plan`) fit the device, then every
+    active plugin's ``titan_validate_config``.
     """
     validate_core(job)
     c = job.config
@@ -52,11 +55,17 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     check_data_parallel(job, dp_rep * dp_shard)
     grad_accum_steps(c.training, dp_rep * dp_shard)
     args = model_args(job)
-    _check_state_memory(job, args, layout, dp_rep, dp_shard, tp)
     job.plugins.hook.titan_validate_config(
         config=c, active=job.plugins.active, layout=layout, model_args=args
     )
     job.layout = layout
+    # Last, so that every other mistake is found first (a plan of a job that cannot start
+    # means nothing; `titan plan` still plans one that only does not fit: DoesNotFit).
+    _check_state_memory(job, args, layout, dp_rep, dp_shard, tp)
+    if layout.device.memory_bytes and _transformer_shapes(args):  # (see plannable)
+        from titan.core.memory_plan import check_peak_memory
+
+        check_peak_memory(job, layout)  # the step's peak, activations and logits included
 
 
 def degrees(config: JobConfig, layout: LaunchLayout) -> tuple[int, int, int]:
@@ -97,6 +106,19 @@ def _configure_tensor_parallel(job: PreparedJob, layout: LaunchLayout) -> None:
         f"{names}: parallelism.tensor_parallel_degree was 1; using {per_node} "
         f"({'the processes of each node' if layout.nodes > 1 else f'all {world} processes'}; "
         "set the degree to combine TP with FSDP)"
+    )
+
+
+def plannable(job: PreparedJob) -> bool:
+    """Whether titan's memory and speed plans can size this job's model."""
+    return _transformer_shapes(model_args(job))
+
+
+def _transformer_shapes(args: Any) -> bool:
+    """Whether the model's args describe a decoder transformer the memory plan can size."""
+    return all(
+        isinstance(getattr(args, k, None), int)
+        for k in ("dim", "n_layers", "n_heads", "ffn_hidden_dim", "vocab_size")
     )
 
 
@@ -173,9 +195,8 @@ def _check_state_memory(
                 f"{what}, of {device}: little is left for activations (ac, tp or more nodes help)"
             )
         return
-    raise ConfigError(
-        f"model state does not fit: {what}, but {device}; {_fits_with(job, n, layout, dp_rep, shards)}"
-    )
+    fix = _fits_with(job, n, layout, dp_rep, shards)
+    raise DoesNotFit(f"model state does not fit: {what}, but {device}; {fix}")
 
 
 def _fits_with(job: PreparedJob, n: int, layout: LaunchLayout, dp_rep: int, shards: int) -> str:

@@ -174,6 +174,12 @@ def run(
     # then the only line printed (exit 2).
     check_job(job, job.backends.layout(chosen, job, offline=dry_run))
     _print_notes(job)
+    if dry_run and job.layout is not None and job.layout.device.memory_bytes:
+        from titan.core.checks import plannable
+        from titan.core.speed_plan import plan_line
+
+        if plannable(job):
+            console.print(escape(plan_line(job, job.layout)))
     active = ", ".join(sorted(n for n in job.plugins.active if not job.plugins.infos[n].autoload))
     console.print(
         f"[bold]titan[/] {job.config.model.name}/{job.config.model.flavor} "

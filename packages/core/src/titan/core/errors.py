@@ -26,3 +26,8 @@ EXIT_STOPPED_RESUMABLE = 75
 a checkpoint: run the same command again to resume. 75 is ``EX_TEMPFAIL`` of
 ``sysexits.h`` ("temporary failure, retry later"); schedulers (Slurm requeue, SageMaker
 spot) treat it as "restart me"."""
+
+
+class DoesNotFit(ConfigError):
+    """The job's memory per device (its training state, or its step's planned peak) exceeds the
+    device's: refused before launch; ``titan plan`` still prints the plan of such a job."""

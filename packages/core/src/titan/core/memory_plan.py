@@ -74,7 +74,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from titan.core.errors import ConfigError
+from titan.core.errors import ConfigError, DoesNotFit
 from titan.core.layout import GIB, LaunchLayout
 from titan.core.state_memory import state_memory
 
@@ -510,7 +510,7 @@ def check_peak_memory(
     if plan.fits is not False:
         return
     assert plan.device_memory is not None
-    raise ConfigError(
+    raise DoesNotFit(
         f"the step's peak does not fit: {plan.peak / GIB:.1f} GiB per device at the "
         f"{plan.peak_phase}, but each process has {plan.device_memory / GIB:.1f} GiB "
         f"({plan.device}; {layout.where}); {fix_hint(job, layout, plan)} (`titan plan` shows "

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from titan.core.device_peaks import gpu_peak
 from titan.core.errors import ConfigError
 from titan.core.flops import flops_per_token
+from titan.core.layout import GIB
 from titan.core.memory_plan import Shapes
 
 if TYPE_CHECKING:
@@ -294,3 +295,24 @@ def plan_speed(
         spot_discount=spot_discount or 0.0,
         notes=tuple(notes),
     )
+
+
+def plan_line(job: PreparedJob, layout: LaunchLayout) -> str:
+    """The plan's short form, one line: ``titan run --dry-run`` prints it before the command."""
+    from titan.core.memory_plan import plan_memory
+
+    memory = plan_memory(job, layout)
+    have = (
+        f" of {memory.device_memory / GIB:.1f} GiB"
+        if memory.device_memory
+        else " (device memory unknown)"
+    )
+    parts = [f"peak {memory.peak / GIB:.1f}{have} per device ({memory.peak_phase})"]
+    speed = plan_speed(job, layout)
+    if speed.tokens_per_second_per_device is not None and speed.seconds is not None:
+        hours, rest = divmod(int(speed.seconds), 3600)
+        parts.append(
+            f"~{speed.tokens_per_second_per_device:,.0f} tok/s per device, {speed.steps} steps "
+            f"in {hours}:{rest // 60:02d}:{rest % 60:02d} on {speed.devices} device(s)"
+        )
+    return f"plan: {'; '.join(parts)} (`titan plan` shows every term, time and cost)"

@@ -42,7 +42,7 @@ def make_plan(
 ) -> dict[str, Any]:
     """The plan of a job given as ``titan run`` takes it: {job, layout, memory, speed, refusal}."""
     from titan.core.checks import check_job
-    from titan.core.errors import ConfigError
+    from titan.core.errors import DoesNotFit
     from titan.core.launch import prepare_job
     from titan.core.memory_plan import plan_memory
     from titan.core.speed_plan import plan_speed
@@ -53,10 +53,8 @@ def make_plan(
     refusal = None
     try:
         check_job(job, layout)
-    except ConfigError as exc:
-        if not _state_does_not_fit(job, layout):
-            raise
-        refusal = str(exc)  # the state alone does not fit: still plan, and say so
+    except DoesNotFit as exc:  # every other check passed: still plan, and say so
+        refusal = str(exc)
     memory = plan_memory(job, layout)
     speed = plan_speed(job, layout, tokens, price_per_hour, spot_discount)
     return {
@@ -67,24 +65,6 @@ def make_plan(
         "speed": speed,
         "refusal": refusal,
     }
-
-
-def _state_does_not_fit(job: Any, layout: Any) -> bool:
-    """Whether the weights, gradients and optimizer state alone exceed the device's memory."""
-    from titan.core.checks import degrees, model_args
-    from titan.core.model_info import count_parameters
-    from titan.core.state_memory import state_memory
-
-    memory = layout.device.memory_bytes
-    if not memory:
-        return False
-    try:
-        _, dp_shard, tp = degrees(job.config, layout)
-        family = job.models.get(job.config.model.name)
-        n = count_parameters(family, model_args(job))
-    except Exception:  # noqa: BLE001 - any other problem: the check's own error stands
-        return False
-    return state_memory(n, dp_shard * tp, job.config.optimizer.name).total > memory
 
 
 def plan_json(plan: dict[str, Any]) -> dict[str, Any]:
