@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from titan.core.device_peaks import Peak, reprobe_cpu_peak, resolve_peak
+from titan.core.device_peaks import Peak, reprobe_fastest_cpu_peak, resolve_peak
 from titan.core.flops import model_flops_per_token
 from titan.core.memory import MemoryMonitor
 
@@ -115,7 +115,7 @@ class LogStepMetrics:
         """A step beat the cached CPU peak, so that probe ran on a busy CPU: measure once more."""
         assert self.peak is not None and self.peak.tflops
         old = self.peak.tflops
-        self.peak = dataclasses.replace(self.peak, tflops=reprobe_cpu_peak(self.dtype))
+        self.peak = dataclasses.replace(self.peak, tflops=reprobe_fastest_cpu_peak(self.dtype))
         self._reprobed = True
         self.tell(
             f"the cached CPU peak ({old:,.3f} TFLOP/s) was below this run's own speed, so it was "
