@@ -36,6 +36,24 @@ from typing import Any
 CASES = ("logits", "ac", "norm-gqa", "all", "fsdp")
 
 
+def step_tracker(trainer: Any) -> Any:
+    """torch's tracker of live tensor bytes for one training step of ``trainer``.
+
+    ``FSDPMemTracker`` when FSDP sharded the model (it knows the all-gathered
+    and reduce-scattered buffers), else ``MemTracker`` with the model and the
+    optimizer registered. benchmarks/plan_memory.py measures with it too.
+    """
+    if getattr(trainer, "fsdp_applied", False):
+        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+
+        return FSDPMemTracker(trainer.model, trainer.optimizer)
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(trainer.model, trainer.optimizer)
+    return tracker
+
+
 # --- main's code, for "before" ------------------------------------------------
 
 
@@ -166,15 +184,7 @@ def worker(case: str, variant: str, args: argparse.Namespace) -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        if trainer.fsdp_applied:
-            from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
-
-            tracker = FSDPMemTracker(trainer.model, trainer.optimizer)
-        else:
-            from torch.distributed._tools.mem_tracker import MemTracker
-
-            tracker = MemTracker()
-            tracker.track_external(trainer.model, trainer.optimizer)
+        tracker = step_tracker(trainer)
         batch = next(data)
         with tracker:
             step([batch])

@@ -154,15 +154,10 @@ def worker(case: Case, folder: Path) -> None:
     data = iter(trainer.dataloader)
     step = trainer.train_step
     step([next(data)])  # the optimizer state exists from here on
-    if getattr(trainer, "fsdp_applied", False):
-        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from memory import step_tracker  # benchmarks/memory.py: the same measurement
 
-        tracker = FSDPMemTracker(trainer.model, trainer.optimizer)
-    else:
-        from torch.distributed._tools.mem_tracker import MemTracker
-
-        tracker = MemTracker()
-        tracker.track_external(trainer.model, trainer.optimizer)
+    tracker = step_tracker(trainer)
     batch = next(data)
     with tracker:
         step([batch])
