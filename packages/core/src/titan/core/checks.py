@@ -33,15 +33,14 @@ little for activations: said as a note before launch."""
 def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     """All checks of ``job`` against ``layout``; raises one-line ConfigErrors. Sets ``job.layout``.
 
-    Sets ``job.layout`` before the memory checks, which raise
-    :class:`~titan.core.errors.DoesNotFit`. In order: core's own keys, the dump
-    folder's state against the job (where
-    the job writes into it as this machine sees it), the tensor-parallel degree a TP
-    plugin takes when none is given, the parallel degrees against the
-    processes, data parallelism having a plugin, the batch arithmetic, the
-    model against the sequence length, whether the training state and then the
-    step's planned peak (:mod:`titan.core.memory_plan`) fit the device, then every
-    active plugin's ``titan_validate_config``.
+    In order: core's own keys and the model against the sequence length; the dump
+    folder's state against the job (where the job writes into it as this machine
+    sees it); the tensor-parallel degree a TP plugin takes when none is given; the
+    parallel degrees against the processes; data parallelism having a plugin; the
+    batch arithmetic; every active plugin's ``titan_validate_config``. Last, with
+    ``job.layout`` set, whether the training state and then the step's planned
+    peak (:mod:`titan.core.memory_plan`) fit the device: those raise
+    :class:`~titan.core.errors.DoesNotFit`.
     """
     validate_core(job)
     c = job.config
