@@ -108,3 +108,16 @@ def titan_process(tmp_path: Path) -> Iterator[Callable]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# --- prerequisites the machine lacks (tests/prerequisites.py): one line each, at the end ---
+
+from prerequisites import summary_lines  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("missing prerequisites")
+        for line in lines:
+            terminalreporter.write_line(line)
