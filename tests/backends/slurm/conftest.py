@@ -25,20 +25,36 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prerequisites import require  # noqa: E402
 from slurm_helpers import (  # noqa: E402
     CLUSTER_SCRIPT,
+    REQUEUE_GATE,
     STEPS,
     ClusterJobs,
     crash_corpus,
     dist,
-    requeue_at_step,
-    signal_at_step,
+    missing_slurm,
+    requeue_at_gate,
+    signal_at_gate,
+    signal_gate,
     start_local_reference,
     submit,
     submit_and_wait,
     submit_resumable_job,
     submit_time_limit_job,
 )
+
+CLUSTER_COMMANDS = ("sbatch", "slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+"""What scripts/slurm-cluster runs (the daemons are in /usr/sbin on Debian)."""
+
+
+def require_slurm_installed() -> None:
+    """Fail with one line when the cluster cannot be started here: Slurm, munge or MariaDB
+    missing and no root to apt-get them (as root, scripts/slurm-cluster installs them; any
+    user can run the cluster once they are installed)."""
+    line = missing_slurm(CLUSTER_COMMANDS)
+    if line and os.geteuid() != 0:
+        require("slurm", line)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +64,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     if given:
         folder, started = Path(given), False
     else:
+        require_slurm_installed()
         folder, started = tmp_path_factory.mktemp("slurm-cluster"), True
         proc = subprocess.run(
             ["bash", str(CLUSTER_SCRIPT), "start", str(folder)],
@@ -84,16 +101,20 @@ def cluster_jobs(
     """Every test job, submitted at once so that their waits overlap.
 
     Two things happen in the background while the tests wait for other jobs: the
-    requeue job is requeued (``scontrol requeue``) once it has logged step 3, and
-    the resumable job gets SIGUSR2 (``scancel --signal``) once it has logged step 2.
+    requeue job is requeued (``scontrol requeue``) once both its ranks are held at
+    the start of step 4 (a gate plugin, :data:`slurm_helpers.SIGNAL_GATE`, holds
+    them there until their SIGTERM has arrived), and the resumable job gets SIGUSR2
+    (``scancel --signal``) once both its ranks are held at the start of step 3:
+    what happens next does not depend on how fast anything runs.
     The local reference run (``titan run --nproc 2``) runs alongside.
     """
     runs = tmp_path_factory.mktemp("slurm-runs")
     steps = f"--training.steps={STEPS}"
     pool = ThreadPoolExecutor(max_workers=2)
     parity = submit("parity", runs / "parity", *exact_args, steps)
-    requeue = submit("requeue", runs / "requeue", *exact_args, steps)
-    resumable = submit_resumable_job(runs / "resumable", exact_args)
+    requeue_gate = signal_gate(runs / "requeue-gate", REQUEUE_GATE)
+    requeue = submit("requeue", runs / "requeue", *exact_args, steps, env=requeue_gate.env)
+    resumable, resumable_gate = submit_resumable_job(runs / "resumable", exact_args)
     jobs = ClusterJobs(
         parity=parity,
         requeue=requeue,
@@ -109,11 +130,12 @@ def cluster_jobs(
             "cancel", runs / "cancel", *exact_args, "--training.steps=100000", "--slurm.nodes=1"
         ),
         exact_args=exact_args,
-        requeued=pool.submit(requeue_at_step, requeue, 3),
+        requeued=pool.submit(requeue_at_gate, requeue, requeue_gate),
         time_limit=submit_time_limit_job(runs / "time-limit", exact_args),
         local_reference=start_local_reference(runs / "local-reference", exact_args, STEPS),
         resumable=resumable,
-        resumable_signalled=pool.submit(signal_at_step, resumable, 2),
+        resumable_signalled=pool.submit(signal_at_gate, resumable, resumable_gate),
+        resumable_env=resumable_gate.env,
     )
     yield jobs
     pool.shutdown(wait=True, cancel_futures=True)

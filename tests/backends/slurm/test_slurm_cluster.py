@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,25 +16,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_helpers import (  # noqa: E402
     MAX_REQUEUES,
+    REQUEUE_GATE,
     STEPS,
+    TIME_LIMIT_GATE,
     SlurmJob,
     command_spy,
     dist,
     job_row,
     jobs_named,
+    node_fields,
     titan,
+    titan_run,
 )
 
-from titan.backends.slurm.task import scontrol_fields
 from titan.core.folders import saved_steps
 from titan.core.layout import LaunchLayout
-
-
-def job_node_fields(name: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["scontrol", "-o", "show", "node", name], capture_output=True, text=True, check=True
-    ).stdout
-    return scontrol_fields(out)
 
 
 @pytest.fixture(scope="session")
@@ -139,16 +134,8 @@ def test_two_nodes_train_with_fsdp_like_two_local_ranks(cluster_jobs, local_refe
 def test_dry_run_prints_the_script_that_was_submitted(cluster_jobs):
     """--dry-run renders exactly what submitit handed to sbatch for the same arguments."""
     job = cluster_jobs.parity
-    proc = titan(
-        "run",
-        "--backend=slurm",
-        "--slurm.gpus_per_node=0",
-        "--slurm.nodes=2",
-        "--slurm.job_name=titan-test-parity",
-        f"--job.dump_folder={job.dump}",
-        *cluster_jobs.exact_args,
-        f"--training.steps={STEPS}",
-        "--dry-run",
+    proc = titan_run(
+        "parity", job.dump, *cluster_jobs.exact_args, f"--training.steps={STEPS}", "--dry-run"
     )
     assert proc.returncode == 0, proc.stderr
     submitted = (job.dump / "slurm" / f"{job.id}_submission.sh").read_text()
@@ -156,9 +143,12 @@ def test_dry_run_prints_the_script_that_was_submitted(cluster_jobs):
 
 
 def test_scontrol_requeue_checkpoints_and_resumes_exactly(cluster_jobs, local_reference):
+    """``scontrol requeue`` after step 3 of 20 (both ranks held at step 4 until their SIGTERM):
+    every rank stops after step 5 with a checkpoint, Slurm runs the job again, it resumes
+    there and its losses are those of a run never interrupted."""
     job = cluster_jobs.requeue
-    requeued_after = cluster_jobs.requeued.result(timeout=600)  # scontrol requeue, mid-run
-    assert requeued_after < STEPS
+    stops_after = cluster_jobs.requeued.result(timeout=600)  # scontrol requeue, mid-run
+    assert stops_after == REQUEUE_GATE + 1 < STEPS
     followed = job.follow()
     out = followed.stdout
     assert followed.returncode == 0, out + followed.stderr
@@ -168,25 +158,31 @@ def test_scontrol_requeue_checkpoints_and_resumes_exactly(cluster_jobs, local_re
     assert f"Slurm requeues job {job.id} and it resumes from this checkpoint by itself" in out
     assert "run the same command again" not in out
     stopped = int(out.split("stopped at step ")[1].split()[0])
-    assert 3 <= stopped < STEPS
+    assert stopped == stops_after, out
     assert f"resumed from checkpoint {job.dump / 'checkpoint' / f'step-{stopped}'}" in out
     assert int(job.scontrol()["Restarts"]) == 1
     assert_same_losses(job, local_reference, STEPS)  # final losses as if never interrupted
 
 
 def test_time_limit_signal_checkpoints_requeues_and_completes(cluster_jobs):
-    """A 3 minute time limit, the signal 30-60 s before it: SIGUSR2, checkpoint, requeue."""
+    """A 3 minute time limit, the signal 30-60 s before it: SIGUSR2, checkpoint, requeue.
+
+    The job waits at step 3 for Slurm's own signal (nothing the test sends), so it stops
+    after step 4, requeues itself once and trains the rest in its second run.
+    """
     job = cluster_jobs.time_limit
     followed = job.follow(timeout=1200)
     out = followed.stdout
     assert followed.returncode == 0, out + followed.stderr
     assert f"titan: job {job.id} COMPLETED" in out
     assert "on SIGUSR2: checkpoint" in out
+    assert int(out.split("stopped at step ")[1].split()[0]) == TIME_LIMIT_GATE + 1, out
     assert f"Slurm requeues job {job.id} (1 of slurm.max_requeues = {MAX_REQUEUES})" in out
     assert f"requeued job {job.id} (1 of {MAX_REQUEUES})" in out
-    assert "resumed from checkpoint" in out
-    restarts = int(job.scontrol()["Restarts"])
-    assert 1 <= restarts <= MAX_REQUEUES
+    assert (
+        f"resumed from checkpoint {job.dump / 'checkpoint' / f'step-{TIME_LIMIT_GATE + 1}'}" in out
+    )
+    assert int(job.scontrol()["Restarts"]) == 1
     assert max(job.losses()) == job.planned_steps
 
 
@@ -198,14 +194,8 @@ def test_unknown_job_is_one_line(cluster_jobs):
 
 def test_what_sbatch_refuses_names_the_key(slurm_cluster, tmp_path: Path):
     """A node feature no node has: the layout does not read features, sbatch refuses it."""
-    proc = titan(
-        "run",
-        "--backend=slurm",
-        "--slurm.gpus_per_node=0",
-        "--slurm.constraint=nofeature",
-        "--slurm.job_name=titan-test-bad-feature",
-        f"--job.dump_folder={tmp_path / 'run'}",
-        "--training.steps=1",
+    proc = titan_run(
+        "bad-feature", tmp_path / "run", "--slurm.constraint=nofeature", "--training.steps=1"
     )
     assert proc.returncode == 2
     assert "sbatch refused the job" in proc.stderr and "slurm.constraint" in proc.stderr
@@ -222,5 +212,5 @@ def test_the_ranks_get_the_layout_titan_run_checked(cluster_jobs):
     layout = LaunchLayout.from_env(DelayedSubmission.load(pickled).args[3])
     assert (layout.nodes, layout.procs_per_node) == (2, 1)
     assert layout.where == "Slurm: 2 node(s) x 1 CPU rank(s), partition 'debug'"
-    real_memory = int(job_node_fields("node1")["RealMemory"])
+    real_memory = int(node_fields("node1")["RealMemory"])
     assert layout.device.kind == "cpu" and layout.device.memory_bytes == real_memory * 1024**2

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prerequisites import require  # noqa: E402
 from slurm_helpers import titan  # noqa: E402
 
 ISOLATED = '/usr/sbin/ip link set lo up && exec "$@"'
@@ -28,9 +29,23 @@ def isolated_titan(cwd: Path, home: Path, *args: str) -> subprocess.CompletedPro
         "HF_HUB_OFFLINE": "1",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
     }
-    cmd = ["/usr/bin/unshare", "-n", "/bin/sh", "-c", ISOLATED, "sh"]
+    cmd = [*network_namespace(), "/bin/sh", "-c", ISOLATED, "sh"]
     cmd += [sys.executable, "-m", "titan.core.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def network_namespace() -> list[str]:
+    """``unshare`` with a network namespace of its own: as root plainly, otherwise inside a
+    user namespace (``-r``), where the kernel allows those; else one line says what is missing."""
+    cmd = ["/usr/bin/unshare", "-n"] if os.geteuid() == 0 else ["/usr/bin/unshare", "-rn"]
+    probe = subprocess.run([*cmd, "true"], capture_output=True, text=True)
+    if probe.returncode:
+        require(
+            "netns",
+            f"network namespaces ({' '.join(cmd)}: {probe.stderr.strip()}): run the tests as "
+            "root, or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
+        )
+    return cmd
 
 
 @pytest.fixture

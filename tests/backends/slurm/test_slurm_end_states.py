@@ -23,9 +23,9 @@ from slurm_helpers import (  # noqa: E402
     folder_state,
     job_row,
     jobs_named,
-    pace_env,
     sbatch_spy,
     titan,
+    titan_run,
 )
 
 from titan.core.folders import saved_steps
@@ -37,17 +37,8 @@ def test_a_job_with_nothing_to_train_is_refused_before_sbatch(cluster_jobs, tmp_
     assert job.follow().returncode == 0
     before = folder_state(job.dump)
     env, sbatch_calls = sbatch_spy(tmp_path / "bin")
-    name = "titan-test-nothing-to-train"
-    proc = titan(
-        "run",
-        "--backend=slurm",
-        "--slurm.gpus_per_node=0",
-        "--slurm.nodes=2",
-        f"--slurm.job_name={name}",
-        f"--job.dump_folder={job.dump}",
-        *cluster_jobs.exact_args,
-        "--training.steps=10",
-        env=env,
+    proc = titan_run(
+        "nothing-to-train", job.dump, *cluster_jobs.exact_args, "--training.steps=10", env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -57,7 +48,7 @@ def test_a_job_with_nothing_to_train_is_refused_before_sbatch(cluster_jobs, tmp_
         "checkpoint.load_step to an earlier step, or use another job.dump_folder"
     ], proc.stderr
     assert not sbatch_calls.exists()  # sbatch never ran
-    assert jobs_named(name) == []  # nothing queued, nothing in accounting
+    assert jobs_named("titan-test-nothing-to-train") == []  # nothing queued, nothing in accounting
     assert folder_state(job.dump) == before  # nothing new in the folder
 
 
@@ -68,12 +59,12 @@ def test_a_used_up_requeue_budget_ends_resumable_with_the_command_to_continue(cl
     first logged step is the one after the checkpoint.
     """
     job = cluster_jobs.resumable
-    cluster_jobs.resumable_signalled.result(timeout=600)
+    stops_after = cluster_jobs.resumable_signalled.result(timeout=600)
     followed = job.follow()
     out = followed.stdout
     assert followed.returncode == 75, out + followed.stderr
     stopped = int(out.split("stopped at step ")[1].split()[0])
-    assert 2 <= stopped < job.planned_steps
+    assert stopped == stops_after < job.planned_steps, out
     assert saved_steps(job.dump / "checkpoint")[-1] == stopped
     # The rank's own line says that nothing brings the job back by itself.
     assert "on SIGUSR2: checkpoint" in out and "run the same command again to resume" in out
@@ -83,7 +74,7 @@ def test_a_used_up_requeue_budget_ends_resumable_with_the_command_to_continue(cl
     assert "killed from outside" not in out and "first failure" not in out
     command = ended.split("continue it with: ")[1]
     assert command.startswith("titan run ") and f"--job.dump_folder={job.dump}" in command
-    assert "--slurm.max_requeues=0" in command and "--plugins=pace" in command
+    assert "--slurm.max_requeues=0" in command and "--metrics.log_freq=1" in command
 
     shown = titan("logs", job.id)
     assert shown.returncode == 75 and ended in shown.stdout
@@ -93,7 +84,7 @@ def test_a_used_up_requeue_budget_ends_resumable_with_the_command_to_continue(cl
     assert "RESUMABLE" in row and command in row
 
     rows_before = len(job.metrics())
-    env = dist.titan_env(**pace_env(job.dump.parent / "pace-site"), COLUMNS="400")
+    env = dist.titan_env(**cluster_jobs.resumable_env, COLUMNS="400")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # `titan`, as the user has it
     proc = subprocess.run(
         ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120

@@ -16,25 +16,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_helpers import job_with, jobs_named, sbatch_spy, titan  # noqa: E402
+from slurm_helpers import job_with, jobs_named, node_fields, sbatch_spy, titan_run  # noqa: E402
 
 from titan.backends.slurm import SlurmBackend
 from titan.backends.slurm.cluster import parse_gres
-from titan.backends.slurm.task import scontrol_fields
 from titan.core.layout import Device, gpu_model
 
 MIB = 1024**2
 
 
-def node(name: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["scontrol", "-o", "show", "node", name], capture_output=True, text=True, check=True
-    ).stdout
-    return scontrol_fields(out)
-
-
 def test_the_layout_reads_nodes_memory_and_gpus_from_slurm(slurm_cluster):
-    node1 = node("node1")
+    node1 = node_fields("node1")
     (gpu_type, gpus), *_ = parse_gres(node1["Gres"]).items()  # from Slurm: gpu:h100:2
     assert (gpu_type, gpus) == ("h100", 2)
 
@@ -94,44 +86,30 @@ def test_what_the_partition_cannot_run_is_refused_before_sbatch(
     slurm_cluster, tmp_path: Path, name, args, needles
 ):
     env, sbatch_calls = sbatch_spy(tmp_path / "bin")
-    job_name = f"titan-test-refused-{name}"
     dump = tmp_path / "run"
-    proc = titan(
-        "run",
-        "--backend=slurm",
-        *args,
-        f"--slurm.job_name={job_name}",
-        f"--job.dump_folder={dump}",
-        "--training.steps=1",
-        env=env,
-    )
+    proc = titan_run(f"refused-{name}", dump, *args, "--training.steps=1", env=env)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not sbatch_calls.exists()  # sbatch never ran
-    assert jobs_named(job_name) == []  # nothing queued, nothing in accounting
+    assert jobs_named(f"titan-test-refused-{name}") == []  # nothing queued, nor in accounting
     assert not dump.exists()  # nothing written
 
 
 def test_a_job_the_partition_can_run_passes_the_spy(slurm_cluster, tmp_path: Path):
     """The spy itself works: a job the partition can run reaches sbatch (then is cancelled)."""
     env, sbatch_calls = sbatch_spy(tmp_path / "bin")
-    job_name = "titan-test-layout-ok"
-    proc = titan(
-        "run",
-        "--backend=slurm",
-        "--slurm.gpus_per_node=0",
-        "--slurm.nodes=2",
-        f"--slurm.job_name={job_name}",
-        f"--job.dump_folder={tmp_path / 'run'}",
+    proc = titan_run(
+        "layout-ok",
+        tmp_path / "run",
         "--training.steps=1",
         "--slurm.sbatch=hold",  # held: it never starts, so it takes no CPU from the other tests
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert sbatch_calls.read_text().count("\n") == 1
-    ids = jobs_named(job_name)
+    ids = jobs_named("titan-test-layout-ok")
     subprocess.run(["scancel", *ids], check=True)
     assert ids
