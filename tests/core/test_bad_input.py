@@ -100,7 +100,8 @@ CASES: list[Bad] = [
     ),
     Bad("cli-override-without-key", run("--training=3"), ("'--training'", "--section.key")),
     # --- TOML files ----------------------------------------------------------------
-    Bad("toml-missing-file", run("{ws}/none.toml"), ("none.toml", "does not exist")),
+    # relative to the folder titan runs in, as a user types it
+    Bad("toml-missing-file", run("none.toml"), ("none.toml", "does not exist")),
     Bad("toml-directory", run("{ws}"), ("is a directory", ".toml file")),
     Bad(
         "toml-not-utf8",
@@ -198,7 +199,11 @@ CASES: list[Bad] = [
     Bad("value-missing-args-file", run("--model.flavor=nope.json"), ("nope.json", "not exist")),
     Bad("value-show-too", show("--training.steps=ten"), ("training.steps", "an integer")),
     # --- plugins ---------------------------------------------------------------------
-    Bad("plugin-unknown", run("--plugins", "fp9"), ("'fp9'", "available plugins", "--plugins")),
+    Bad(
+        "plugin-unknown",
+        run("--plugins", "fp9"),
+        ("unknown plugin 'fp9'", "available plugins", "--plugins"),
+    ),
     Bad("plugin-typo", run("--plugins", "compil"), ("'compil'", "did you mean 'compile'")),
     Bad("plugin-unknown-in-override", run("--plugins.enabled=fp9"), ("'fp9'", "--plugins.enabled")),
     Bad("plugin-requested-and-blocked", run("--plugins", "ac,no:ac"), ("'ac'", "no:ac")),

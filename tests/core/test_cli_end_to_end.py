@@ -1,4 +1,9 @@
-"""The `titan` command as a user runs it: a subprocess, exit codes, no tracebacks."""
+"""The `titan` command as a user runs it: a subprocess, exit codes, no tracebacks.
+
+Mistakes a user makes (exit 2, one line, nothing written) are the table of
+test_bad_input.py; the parameter counts `titan models list` shows are checked
+against the released checkpoints in tests/models/test_llama_flavors.py.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +24,6 @@ def titan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [*TITAN, *args], capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=600
     )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr  # one clear line
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_run_trains_and_writes_metrics(tmp_path: Path) -> None:
@@ -56,30 +52,6 @@ def test_dry_run_launches_nothing(tmp_path: Path) -> None:
     result = titan("run", "--dry-run", f"--job.dump_folder={tmp_path / 'dry'}")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "dry").exists()
-
-
-def test_unknown_plugin_exits_2_with_the_list() -> None:
-    assert_user_error(titan("run", "--plugins", "fp9"), "unknown plugin 'fp9'", "available plugins")
-
-
-def test_unknown_key_exits_2_with_a_suggestion() -> None:
-    assert_user_error(titan("run", "--training.stepz=3"), "training.stepz", "training.steps")
-
-
-def test_wrong_type_exits_2() -> None:
-    assert_user_error(titan("run", "--training.steps=ten"), "training.steps", "an integer")
-
-
-def test_missing_config_file_exits_2() -> None:
-    assert_user_error(titan("run", "no_such.toml"), "no_such.toml", "does not exist")
-
-
-def test_bad_input_keeps_what_was_written(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
-    assert_user_error(titan("run", f"--job.dump_folder={out}", "--model.flavor=huge"), "huge")
-    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
 
 
 def test_version_and_help() -> None:
@@ -113,15 +85,19 @@ def test_plugins_list_shows_distribution_version_hooks_state() -> None:
         assert needle in row
 
 
-def test_models_list_shows_flavors_with_parameter_counts() -> None:
-    result = titan("models", "list")
-    assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if "llama3" in line and " 8B" in line)
-    assert "8.03B" in row
-
-
-@pytest.mark.parametrize("args", [["--help"], ["plugins", "list"], ["run", "--help"]])
-def test_cli_does_not_import_torch(args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--help"], "plugins"),
+        (["plugins", "list"], "titan-example-csvlog"),
+        (["run", "--help"], "--dry-run"),
+        (["models", "list"], "405B"),  # parameter counts from the flavors' shapes, not a model
+    ],
+    ids=["help", "plugins-list", "run-help", "models-list"],
+)
+def test_cli_does_not_import_torch(args: list[str], shown: str) -> None:
+    """The commands that only read configs and plugins answer without torch (seconds saved on
+    every call); ``shown`` proves the command did its work rather than leave early."""
     code = (
         "import sys\n"
         "from titan.core import cli\n"
@@ -131,7 +107,12 @@ def test_cli_does_not_import_torch(args: list[str]) -> None:
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+    assert shown in result.stdout, result.stdout

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from titan.core.cli import app
 from titan.core.config.eras import detect_era
 from titan.core.errors import ConfigError
 from titan.core.launch import prepare_job
+from titan.core.testing import TitanRunner
 from titan.core.train import run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,20 +166,10 @@ def test_titan_file_keeps_the_torchtitan_formula_and_2024_file_can_choose() -> N
 # --- what titan does not have: one line, only when asked for --------------------------------
 
 
-def _titan(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "titan.core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
+def test_torchft_file_is_refused_in_one_line(titan_runner: TitanRunner) -> None:
+    result = titan_runner.titan(
+        "config", "show", str(TOMLS / "refused/v0.2.2_llama3_ft_debug_model.toml")
     )
-
-
-def test_torchft_file_is_refused_in_one_line() -> None:
-    result = _titan("config", "show", str(TOMLS / "refused/v0.2.2_llama3_ft_debug_model.toml"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -89,21 +86,11 @@ def test_tokens_from_another_tokenizer_are_refused(tmp_path, make_config, bundle
         build_dataloader(_cfg(make_config, out), bundled_tokenizer, split="validation")
 
 
-def _titan(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "titan.core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-
-
-def test_cli_prepares_every_split_and_training_reads_it(tmp_path, make_config, bundled_tokenizer):
+def test_cli_prepares_every_split_and_training_reads_it(
+    tmp_path, titan_runner, make_config, bundled_tokenizer
+):
     out = tmp_path / "tokens"
-    done = _titan("data", "prepare", "--output", str(out), cwd=tmp_path)
+    done = titan_runner.titan("data", "prepare", "--output", str(out))
     assert done.returncode == 0, done.stderr
     assert "train: 274 documents" in done.stderr and "validation: 14 documents" in done.stderr
     assert f"titan run --training.dataset_path={out}" in done.stderr
@@ -118,14 +105,13 @@ def test_cli_prepares_every_split_and_training_reads_it(tmp_path, make_config, b
     assert inputs[0].tolist() == bundled_tokenizer.encode(first_doc, bos=True)[:16]
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    done = _titan(
+def test_cli_errors_are_one_line(tmp_path, titan_runner):
+    done = titan_runner.titan(
         "data",
         "prepare",
         "-o",
         str(tmp_path / "t"),
         f"--training.dataset_path={tmp_path}/nope.jsonl",
-        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fault_helpers import titan_env
+from exact_runs import run_titan
 
 
 def _titan(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "titan.core.cli", "run", "--training.steps=1", *args],
-        capture_output=True,
-        text=True,
-        env=titan_env(),
-        timeout=300,
-    )
+    """A one-step ``titan run ARGS`` (tests/exact_runs.py's command and environment)."""
+    return run_titan("--training.steps=1", *args, timeout=300)
 
 
 def _unwritable(tmp_path: Path) -> Path:

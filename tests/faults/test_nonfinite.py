@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import REFERENCE_STEPS, titan_env
+from exact_runs import titan_env
+from fault_helpers import REFERENCE_STEPS
 
 from titan.core.folders import complete_checkpoints
 from titan.core.testing import install_plugin

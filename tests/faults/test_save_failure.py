@@ -12,7 +12,7 @@ import resource
 import subprocess
 
 import pytest
-from fault_helpers import titan_cmd, titan_env
+from exact_runs import titan_cmd, titan_env
 
 from titan.core.folders import complete_checkpoints
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from fault_helpers import titan_cmd, titan_env
+from exact_runs import titan_cmd, titan_env
 
 SECRETS = {
     "HF_TOKEN": "hf_PLANTEDsecretVALUE0001",

@@ -12,8 +12,11 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from torch.utils._python_dispatch import TorchDispatchMode
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "optim_probe.py"
@@ -98,3 +101,16 @@ def run_titan(args: list[str], timeout: float = 500) -> subprocess.CompletedProc
             f"titan run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops run under it by name (``mm``, ``_scaled_dot_product_flash_attention``):
+    what a block really computes in forward and in backward, recomputation included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))

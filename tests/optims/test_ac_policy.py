@@ -10,18 +10,26 @@ asks the policy in forward only; recomputation replays those decisions).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import sys
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from titan.models.llama.args import LLAMA3_FLAVORS
-from titan.models.llama.model import TransformerBlock, precompute_freqs_cis
-from titan.optims.activation_checkpointing import op_policy, ops_to_save, wrap_block
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import optim_helpers as h  # noqa: E402
+
+from titan.models.llama.args import LLAMA3_FLAVORS  # noqa: E402
+from titan.models.llama.model import TransformerBlock, precompute_freqs_cis  # noqa: E402
+from titan.optims.activation_checkpointing import (  # noqa: E402
+    op_policy,
+    ops_to_save,
+    wrap_block,
+)
 
 SAVE, RECOMPUTE = CheckpointPolicy.MUST_SAVE, CheckpointPolicy.PREFER_RECOMPUTE
 
@@ -82,16 +90,6 @@ def debug_block() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return block, x, freqs
 
 
-class OpCount(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.counts[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def run_recording(block: torch.nn.Module, x: torch.Tensor, freqs: torch.Tensor) -> list[tuple]:
     """Forward + backward of ``block`` under titan's policy; every decision with torchtitan's."""
     decisions: list[tuple] = []
@@ -139,12 +137,12 @@ def test_titans_wrapper_recomputes_what_the_policy_says() -> None:
     block, x, freqs = debug_block()
     wrapped = wrap_block(block, per_op=True)
     out = wrapped(x, freqs).sum()
-    counter = OpCount()
+    counter = h.OpCount()
     with counter:
         out.backward()
     plain_block, x2, _ = debug_block()
     plain_out = plain_block(x2, freqs).sum()
-    plain = OpCount()
+    plain = h.OpCount()
     with plain:
         plain_out.backward()
     assert counter.counts["aten.mm"] == plain.counts["aten.mm"] + 3  # wk, wo, w3

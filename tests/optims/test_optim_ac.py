@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optim_helpers as h  # noqa: E402
@@ -25,18 +24,6 @@ MODES = {
 }
 
 
-class OpCount(TorchDispatchMode):
-    """Counts aten ops by name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.counts[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def trainer_for(tmp_path: Path, mode: str | None):
     if mode is None:
         return h.build_trainer(tmp_path / "none", [])
@@ -47,9 +34,9 @@ def forward_backward_ops(trainer) -> tuple[Counter[str], Counter[str]]:  # noqa:
     """Op counts of the forward, and of the backward (which includes any recomputation)."""
     torch.manual_seed(0)
     tokens = torch.randint(0, 2048, (2, 64))
-    fwd, bwd = OpCount(), OpCount()
+    fwd, bwd = h.OpCount(), h.OpCount()
     with fwd:
-        loss = trainer.loss_fn(trainer.model(tokens), tokens)
+        loss = trainer.cross_entropy(trainer.model(tokens), tokens)
     with bwd:
         loss.backward()
     return fwd.counts, bwd.counts
