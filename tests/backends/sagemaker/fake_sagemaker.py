@@ -13,9 +13,14 @@ the request (DescribeTrainingJob) and moto's S3:
   arguments as PID 1 with ``TRAINING_JOB_NAME`` and the request's environment.
 
 The hosts share the caller's network namespace (the tests' loopback-only one),
-so ``algo-2`` reaches ``algo-1:7777`` as on a real cluster. The image is this
-machine's Python environment: ``python3``/``torchrun`` of the test's venv come
-first on PATH (the "custom image" case, titan already installed).
+so ``algo-2`` reaches ``algo-1:7777`` as on a real cluster. The image is a
+Python environment whose ``bin`` comes first on PATH: by default the test's
+venv (the "custom image" case, titan already installed); ``image_bin`` names
+another, e.g. a fresh venv without titan, where the SDK's ``sm_train.sh``
+pip-installs the code channel's ``requirements.txt`` (titan's wheels) at start.
+
+As root the namespaces need nothing else; as another user they are created in
+a user namespace of its own (``unshare -r``), which the kernel must allow.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prerequisites import require
 from sm_helpers import client
 
 OPT_ML = Path("/opt/ml")
@@ -114,14 +120,52 @@ def build_trees(
     return hosts
 
 
-def start(hosts: list[Host], desc: dict, env_extra: dict[str, str] | None = None) -> None:
+def image_path(image_bin: Path | None) -> str:
+    """PATH in the container: the image's ``bin`` first, and no other Python environment's
+    (the test's venv stays out of a bare image's PATH, so only what pip installs runs)."""
+    venv_bin = str(Path(sys.executable).parent)
+    rest = [d for d in os.environ["PATH"].split(os.pathsep) if d and d != venv_bin]
+    return os.pathsep.join([str(image_bin or venv_bin), *rest])
+
+
+def namespaces() -> list[str]:
+    """``unshare`` with private mount, UTS and PID namespaces: directly as root, else inside
+    a user namespace of the caller's (``-r``), or the test fails with the one line why not."""
+    base = ["unshare", "-m", "-u", "-p", "-f", "--mount-proc", "--kill-child"]
+    if os.geteuid() == 0:
+        return base
+    probe = subprocess.run([*base, "-r", "true"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        require(
+            "user namespaces",
+            "user namespaces (the fake SageMaker hosts): run as root, or allow unprivileged "
+            "user namespaces (sysctl kernel.unprivileged_userns_clone=1 and a non-zero "
+            f"user.max_user_namespaces) so `unshare -r -m -u -p -f` works "
+            f"({probe.stderr.strip() or 'exit ' + str(probe.returncode)})",
+        )
+    return [*base, "-r"]
+
+
+def start(
+    hosts: list[Host],
+    desc: dict,
+    env_extra: dict[str, str] | None = None,
+    image_bin: Path | None = None,
+) -> None:
     """Start every host's container entrypoint, in its own namespaces."""
-    OPT_ML.mkdir(parents=True, exist_ok=True)
+    try:
+        OPT_ML.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        require(
+            "/opt/ml",
+            "/opt/ml (the fake SageMaker hosts' mount point): run as root, "
+            "or create it once as root (mkdir /opt/ml)",
+        )
+    unshare = namespaces()
     algo = desc["AlgorithmSpecification"]
     command = [*algo["ContainerEntrypoint"], *algo.get("ContainerArguments", [])]
-    venv_bin = str(Path(sys.executable).parent)
     env = {
-        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+        "PATH": image_path(image_bin),
         "HOME": str(hosts[0].tree.parent),
         "TRAINING_JOB_NAME": desc["TrainingJobName"],
         "GLOO_SOCKET_IFNAME": "lo",  # gloo stands in for NCCL on these CPUs
@@ -143,13 +187,7 @@ def start(hosts: list[Host], desc: dict, env_extra: dict[str, str] | None = None
         with host.log.open("wb") as log:
             host.proc = subprocess.Popen(
                 [
-                    "unshare",
-                    "-m",
-                    "-u",
-                    "-p",
-                    "-f",
-                    "--mount-proc",
-                    "--kill-child",
+                    *unshare,
                     "sh",
                     "-c",
                     setup,
@@ -161,6 +199,7 @@ def start(hosts: list[Host], desc: dict, env_extra: dict[str, str] | None = None
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        host.proc.log = host.log  # type: ignore[attr-defined]  # gates.wait_for_file shows it
 
 
 def wait(hosts: list[Host], timeout: float = 400) -> list[int]:
@@ -188,7 +227,7 @@ def kill(hosts: list[Host]) -> None:
 def run_job(desc: dict, moto_url: str, root: Path, **kw) -> list[Host]:
     """Build the trees, run every host to the end; fail with the logs if a host fails."""
     hosts = build_trees(desc, moto_url, root, kw.pop("restore_checkpoints", None))
-    start(hosts, desc, kw.pop("env_extra", None))
+    start(hosts, desc, kw.pop("env_extra", None), kw.pop("image_bin", None))
     codes = wait(hosts, **kw)
     if any(codes):
         logs = "\n".join(

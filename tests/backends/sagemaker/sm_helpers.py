@@ -20,10 +20,11 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from prerequisites import require
 
 CLONE_NEWNET = 0x40000000
 REGION = "us-west-2"
@@ -38,6 +39,15 @@ SECRETS = {
 }
 
 
+NETNS_LINE = (
+    "network namespaces (the SageMaker tests): run as root; a non-root test process can enter "
+    "a loopback-only network namespace only through a user namespace, and then neither get "
+    "back to the machine's network nor share its in-process moto server with the namespace "
+    "(unshare(CLONE_NEWNET) failed, errno {errno})"
+)
+"""The one line a test that needs :func:`loopback_only` fails with where it cannot have it."""
+
+
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
     """Run the block (and every process it starts) in a new network namespace: loopback only."""
@@ -45,7 +55,7 @@ def loopback_only() -> Iterator[None]:
     old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         if libc.unshare(CLONE_NEWNET) != 0:
-            pytest.fail(f"unshare(CLONE_NEWNET) failed (errno {ctypes.get_errno()}); run as root")
+            require("network namespaces", NETNS_LINE.format(errno=ctypes.get_errno()))
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         yield
     finally:
@@ -124,62 +134,14 @@ def describe_json(moto_url: str, name: str) -> str:
     return json.dumps(desc, default=str)
 
 
-# --- a small exact-training setup (as tests/distributed uses) ----------------------
-
-SEQ_LEN = 32
-EXACT_ARGS = [
-    "--model.flavor=debug",
-    f"--training.seq_len={SEQ_LEN}",
-    "--training.local_batch_size=1",
-    "--training.global_batch_size=2",
-    "--training.mixed_precision_param=float32",
-    "--training.max_norm=0",
-    "--lr_scheduler.warmup_steps=2",
-    "--lr_scheduler.decay_type=none",
-    "--metrics.log_freq=1",
-]
+REPO = Path(__file__).resolve().parents[3]
 
 
-def write_corpus(path: Path, n_docs: int = 120) -> Path:
-    """A JSON-lines corpus of short documents (deterministic)."""
-    import random
-
-    words = [
-        "the",
-        "and",
-        "to",
-        "of",
-        "you",
-        "my",
-        "that",
-        "in",
-        "is",
-        "not",
-        "with",
-        "me",
-        "it",
-        "for",
-        "be",
-        "his",
-        "your",
-        "this",
-        "but",
-        "he",
-    ]
-    rng = random.Random(1234)
-    lines = [
-        json.dumps({"text": " ".join(rng.choice(words) for _ in range(SEQ_LEN + 8))})
-        for _ in range(n_docs)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def read_losses(metrics: Path) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for line in metrics.read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["step"]] = rec["loss"]
+def lock_packages() -> dict[str, list[dict]]:
+    """name -> the uv.lock entries of that name (some names have a version per Python)."""
+    with (REPO / "uv.lock").open("rb") as f:
+        lock = tomllib.load(f)
+    out: dict[str, list[dict]] = {}
+    for package in lock["package"]:
+        out.setdefault(package["name"], []).append(package)
     return out

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import os
+import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sm_helpers import ROLE, aws_env, loopback_only, titan  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[3]
+from sm_helpers import ROLE, aws_env, lock_packages, loopback_only, titan  # noqa: E402
 
 
 def lock_versions() -> dict[str, list[str]]:
-    with (REPO / "uv.lock").open("rb") as f:
-        lock = tomllib.load(f)
-    out: dict[str, list[str]] = {}
-    for package in lock["package"]:
-        out.setdefault(package["name"], []).append(package["version"])
-    return out
+    """name -> the uv.lock versions of that name."""
+    return {name: [p["version"] for p in ps] for name, ps in lock_packages().items()}
 
 
 def test_dockerfile_installs_the_lock_on_the_aws_image_and_ships_titan_only(tmp_path):
@@ -122,20 +117,41 @@ def test_a_cpu_torch_for_linux_in_the_lock_is_refused(monkeypatch, tmp_path):
 
 
 def test_repacked_wheels_install_with_entry_points_and_sources(tmp_path):
-    """The wheels pip installs in the container: real wheels, plugins registered, code inside."""
+    """The wheels pip installs in the container: real wheels, plugins registered, code inside.
+
+    pip itself installs them (``--no-deps --no-index --target``: their own files, nothing
+    from an index), so a wheel pip would refuse (a bad RECORD, a wrong tag) fails here.
+    The whole install-at-start path, dependencies and all, runs in
+    test_sagemaker_container.py.
+    """
     out = tmp_path / "image"
     proc = titan("sagemaker", "dockerfile", "--output", str(out), env=aws_env(None, tmp_path))
     assert proc.returncode == 0, proc.stderr
     site = tmp_path / "site"
-    for wheel in (out / "wheels").glob("*.whl"):
+    wheels = sorted((out / "wheels").glob("*.whl"))
+    for wheel in wheels:
         with zipfile.ZipFile(wheel) as zf:
             assert zf.testzip() is None
-            zf.extractall(site)
+            assert not [n for n in zf.namelist() if "__pycache__" in n or n.endswith(".pyc")]
+    # The base interpreter's pip: the test venv (uv's) has none.
+    pip = [sys._base_executable, "-m", "pip", "install", "--no-deps", "--no-index"]
+    proc = subprocess.run(
+        [*pip, "--target", str(site), *map(str, wheels)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={  # no pip configuration of this machine's (a find-links folder, an index)
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))},
+            "HOME": str(tmp_path),
+            "PIP_NO_INPUT": "1",
+        },
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Successfully installed" in proc.stdout
     dists = {d.metadata["Name"]: d for d in md.distributions(path=[str(site)])}
     plugins = {ep.name: ep.value for d in dists.values() for ep in d.entry_points}
     assert plugins["sagemaker"] == "titan.backends.sagemaker"
     assert plugins["local"] == "titan.backends.local"
     assert (site / "titan" / "backends" / "sagemaker" / "container.py").is_file()
     assert (site / "titan" / "core" / "cli.py").is_file()
-    assert not list(site.rglob("__pycache__"))
     assert "torch" in " ".join(dists["titan-core"].requires or [])

@@ -3,7 +3,9 @@
 moto completes every training job at once and creates no CloudWatch streams:
 the tests seed log streams in moto's CloudWatch Logs, and move a job's status
 in moto's own (in-process) state to play a running job. moto has no
-StopTrainingJob: a botocore handler answers that one call, as the service would.
+StopTrainingJob (not in 5.2.5, nor in 5.2.6, the newest release: its SageMaker
+backend never leaves Completed): a botocore handler answers that one call, as
+the service would, after botocore has built the request titan sends.
 """
 
 from __future__ import annotations
@@ -160,11 +162,18 @@ def _follow(moto_url: str, home: Path, name: str) -> subprocess.Popen:
     )
 
 
-def _read_until(proc: subprocess.Popen, needle: str, seen: list[str], timeout: float = 120) -> None:
+def _read_until(
+    proc: subprocess.Popen,
+    needle: str,
+    seen: list[str],
+    timeout: float = 120,
+    stream: str = "stdout",
+) -> None:
+    """Read ``proc``'s ``stream`` line by line into ``seen`` until a line holds ``needle``."""
     deadline = time.monotonic() + timeout
     while not any(needle in line for line in seen):
         assert time.monotonic() < deadline, f"'{needle}' never came: {seen}"
-        line = proc.stdout.readline()
+        line = getattr(proc, stream).readline()
         if line:
             seen.append(line.rstrip("\n"))
         elif proc.poll() is not None:
@@ -200,7 +209,8 @@ def test_logs_follow_returns_non_zero_when_the_job_fails(moto_url, home, launche
     job = moto_job(name)
     job.training_job_status, job.secondary_status = "InProgress", "Training"
     proc = _follow(moto_url, home, name)
-    time.sleep(1.0)
+    # The follower has seen the job running before it fails (its status line on stderr).
+    _read_until(proc, "RUNNING", [], stream="stderr")
     job.training_job_status, job.secondary_status = "Failed", "Failed"
     job.failure_reason = "AlgorithmError: ExecuteUserScriptError: exit code 1"
     _, err = proc.communicate(timeout=120)

@@ -27,6 +27,7 @@ from sm_helpers import (  # noqa: E402
     aws_env,
     client,
     describe_json,
+    lock_packages,
     loopback_only,
     s3_objects,
     titan,
@@ -162,19 +163,6 @@ def test_code_and_effective_config_are_in_s3(created, moto_url):
     layout = LaunchLayout.from_env(saved["Environment"][LAYOUT_ENV])
     assert (layout.nodes, layout.procs_per_node, layout.where) == (4, 8, "4 x ml.p5.48xlarge")
     assert "H100" in layout.device.model and layout.device.float8 is True
-
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def lock_packages() -> dict[str, list[dict]]:
-    """name -> the uv.lock entries of that name (some names have a version per Python)."""
-    with (REPO / "uv.lock").open("rb") as f:
-        lock = tomllib.load(f)
-    out: dict[str, list[dict]] = {}
-    for package in lock["package"]:
-        out.setdefault(package["name"], []).append(package)
-    return out
 
 
 def requirement_pins(text: str) -> dict[str, list[tuple[str, list[str]]]]:
