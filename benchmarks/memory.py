@@ -67,7 +67,7 @@ def old_train_step(self: Any, batches: list) -> tuple[Any, Any]:
         with self.train_context():
             with self.autocast():
                 logits = self.model(inputs)
-            loss = self.loss_fn(logits, labels) / len(batches)
+            loss = self.cross_entropy(logits, labels) / len(batches)
             loss.backward()
         total += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)

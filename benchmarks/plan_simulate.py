@@ -165,6 +165,7 @@ def simulate(case: SimCase, folder: Path) -> dict[str, Any]:
 
     from titan.core.checks import model_args
     from titan.core.launch import prepare_job
+    from titan.core.loss_function import LossFunction
     from titan.core.lr_schedule import build_lr_scheduler
     from titan.core.nonfinite import NonFiniteGuard
     from titan.core.parallel import init_parallel
@@ -187,6 +188,7 @@ def simulate(case: SimCase, folder: Path) -> dict[str, Any]:
             self.device = parallel.device
             self.dump_folder = folder
             self.loss_terms = {}
+            self.loss = LossFunction()
             self.model_args = model_args(job)
             self.model = self.build_model()
             self.optimizer = self._build_optimizer()

@@ -144,7 +144,7 @@ def test_state_memory_of_llama3_on_h100s_matches_a_hand_count(flavor, gpus):
     n = parameter_count(llama3_flavor(flavor))
     assert n == LLAMA3_PARAMETERS[flavor]  # titan's count is Meta's
     hand = (4 + 4 + 2 * 4) * LLAMA3_PARAMETERS[flavor] / gpus
-    figure = state_memory(n, gpus, "AdamW").total
+    figure = state_memory(n, gpus).total
     assert abs(figure - hand) <= 16  # ceil(n / gpus) rounding: under one parameter's bytes
 
 
@@ -233,5 +233,5 @@ def test_state_memory_matches_a_cpu_runs_tracked_memory(tmp_path):
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     kinds = result["by_kind"]
     measured = sum(v for k, v in kinds.items() if k.rsplit(".", 1)[-1] in ("PARAM", "GRAD", "OPT"))
-    figure = state_memory(result["parameters"], 1, "AdamW").total
+    figure = state_memory(result["parameters"], 1).total
     assert abs(measured - figure) / figure < 0.05, (measured, figure, kinds)

@@ -91,7 +91,7 @@ def test_whole_split_evaluation_is_the_mean_batch_loss(trained, tmp_path):
         losses = []
         with torch.no_grad():
             for inputs, labels in evaluator.loader:
-                losses.append(float(trainer.loss_fn(trainer.model(inputs), labels)))
+                losses.append(float(trainer.cross_entropy(trainer.model(inputs), labels)))
         assert len(losses) >= 2
         assert evaluator.evaluate() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     finally:

@@ -65,7 +65,7 @@ def forward_backward(trainer) -> DtypeLog:  # noqa: ANN001
     log = DtypeLog()
     with log:
         logits = trainer.model(inputs)
-        trainer.loss_fn(logits, inputs).backward()
+        trainer.cross_entropy(logits, inputs).backward()
     return log
 
 

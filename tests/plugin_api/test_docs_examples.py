@@ -13,7 +13,7 @@ from pathlib import Path
 from titan.core.testing import TitanRunner
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
-INSTALLED = {"zloss", "csvlog"}  # the doc shows the installed examples' code too
+INSTALLED = {"zloss", "csvlog", "sgd", "mirror"}  # the doc shows the installed examples' code too
 
 
 def doc_plugins() -> dict[str, str]:

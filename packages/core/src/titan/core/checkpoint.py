@@ -40,7 +40,7 @@ import re
 import shutil
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -360,8 +360,11 @@ class CheckpointManager:
         keep_latest_k: int = 0,
         async_mode: str = "disabled",
         initial_load_path: str = "",
+        on_saved: Callable[[int, Path], None] | None = None,
     ) -> None:
         self.folder = folder
+        # Called on every rank once checkpoint ``step`` is complete and published at ``path``.
+        self.on_saved = on_saved
         self.initial_load_path = initial_load_path
         self.states = states
         self.enabled = enabled
@@ -556,8 +559,14 @@ class CheckpointManager:
             except OSError as exc:
                 error = exc
         self._all_ok(step, error)
-        self._published_step = step
+        self._saved(step)
         return final
+
+    def _saved(self, step: int) -> None:
+        """Checkpoint ``step`` is complete and published on every rank: say so."""
+        self._published_step = step
+        if self.on_saved is not None:
+            self.on_saved(step, self._paths(step)[0])
 
     def _all_ok(self, step: int, error: BaseException | None) -> None:
         """Every rank learns whether any rank failed (so none waits for a rank that left)."""
@@ -605,7 +614,7 @@ class CheckpointManager:
                 error = self._publish_error
             self._publish_error = None
         self._all_ok(step, error)
-        self._published_step = step
+        self._saved(step)
 
     def close(self) -> None:
         self.wait()

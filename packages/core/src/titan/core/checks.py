@@ -37,7 +37,8 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     folder's state against the job (where the job writes into it as this machine
     sees it); the tensor-parallel degree a TP plugin takes when none is given; the
     parallel degrees against the processes; data parallelism having a plugin; the
-    batch arithmetic; every active plugin's ``titan_validate_config``. Last, with
+    batch arithmetic; every active plugin's ``titan_validate_config``; a plugin that
+    builds ``optimizer.name``. Last, with
     ``job.layout`` set, whether the training state and then the step's planned
     peak (:mod:`titan.core.memory_plan`) fit the device: those raise
     :class:`~titan.core.errors.DoesNotFit`.
@@ -57,6 +58,7 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     job.plugins.hook.titan_validate_config(
         config=c, active=job.plugins.active, layout=layout, model_args=args
     )
+    optimizer_state_bytes(job)  # an active plugin builds optimizer.name
     job.layout = layout
     # Last, so that every other mistake is found first (a plan of a job that cannot start
     # means nothing; `titan plan` still plans one that only does not fit: DoesNotFit).
@@ -164,6 +166,18 @@ def model_args(job: PreparedJob) -> Any:
     return args
 
 
+def optimizer_state_bytes(job: PreparedJob) -> float:
+    """Optimizer state per parameter, from the active plugin that builds ``optimizer.name``."""
+    name = job.config.optimizer.name
+    answer = job.plugins.hook.titan_optimizer_state_bytes(config=job.config)
+    if answer is None:
+        raise ConfigError(
+            f"no active plugin builds optimizer '{name}' (built in: AdamW, Adam); set "
+            "--optimizer.name=AdamW, or install and enable (--plugins) the plugin that provides it"
+        )
+    return float(answer)
+
+
 def _check_state_memory(
     job: PreparedJob, args: Any, layout: LaunchLayout, dp_rep: int, dp_shard: int, tp: int
 ) -> None:
@@ -179,7 +193,7 @@ def _check_state_memory(
         return  # counting would build the model on meta (torch): the ranks find out instead
     n = count_parameters(family, args)
     shards = dp_shard * tp
-    state = state_memory(n, shards, c.optimizer.name)
+    state = state_memory(n, shards, optimizer_state_bytes(job))
     what = (
         f"{c.model.name}/{c.model.flavor} ({n / 1e9:.2f}B parameters) with {c.optimizer.name} "
         f"needs {state.bytes_per_parameter} bytes per parameter (float32 weights, gradients "
@@ -201,7 +215,7 @@ def _check_state_memory(
 def _fits_with(job: PreparedJob, n: int, layout: LaunchLayout, dp_rep: int, shards: int) -> str:
     """The smallest change that makes the state fit: shard instead of replicate, or more nodes."""
     memory = layout.device.memory_bytes or 1
-    need = shards_needed(n, memory, job.config.optimizer.name)
+    need = shards_needed(n, memory, optimizer_state_bytes(job))
     if dp_rep > 1 and shards * dp_rep >= need:
         return (
             f"shard over all {shards * dp_rep} processes instead of replicating "

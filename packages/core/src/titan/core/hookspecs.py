@@ -18,6 +18,9 @@ Phases and who takes part:
   ``titan_apply_compile`` -> ``titan_apply_data_parallel``. The model is still
   on the meta device during all of them; weights are materialised and
   initialised afterwards.
+* **Optimizer** (active plugins): ``titan_optimizer_state_bytes`` before launch
+  (which plugin builds ``optimizer.name``, and its state's size for the memory
+  checks), ``titan_build_optimizer`` on every rank after the build.
 * **Training loop** (active plugins): ``titan_train_start``, then per step
   ``titan_step_start`` -> per micro-batch: forward, ``titan_loss`` /
   ``titan_loss_terms``, backward (inside the context managers of
@@ -25,12 +28,19 @@ Phases and who takes part:
   ``titan_before_optimizer_step`` -> optimizer step ->
   ``titan_after_optimizer_step`` -> ``titan_step_end``; ``titan_log_metrics``
   on rank 0 every ``metrics.log_freq`` steps; ``titan_train_end``.
-* **Checkpoint state** (active plugins): ``titan_checkpoint_state`` once,
+* **Checkpoints** (active plugins): ``titan_checkpoint_state`` once,
   after the model, optimizer and step were restored from a checkpoint (or
-  initialised, on a fresh run) and before ``titan_train_start``.
+  initialised, on a fresh run) and before ``titan_train_start``;
+  ``titan_checkpoint_saved`` on every rank each time a checkpoint is complete
+  and published.
 
 Build hooks change the model *in place* (swap submodules, wrap blocks,
-shard parameters) and return nothing.
+shard parameters) and return nothing. Each also receives ``loss``, the
+:class:`~titan.core.loss_function.LossFunction` titan will compute the loss
+with: a plugin whose technique changes how the loss is computed wraps it there
+(``loss.wrap(lambda fn: ...)``; tensor parallel's loss parallel, compile), so
+the wrappers nest in the phases' fixed order. A hook may leave ``loss`` out of
+its arguments.
 
 What a training hook may use of the ``trainer`` it receives is listed in
 :data:`TRAINER_API`; that list, the hook names and their arguments are
@@ -47,6 +57,8 @@ import pluggy
 from titan.core import PROJECT_NAME
 
 if TYPE_CHECKING:  # torch and typer stay out of import time
+    from pathlib import Path
+
     import torch
     import typer
 
@@ -54,13 +66,14 @@ if TYPE_CHECKING:  # torch and typer stay out of import time
     from titan.core.config.job import JobConfig
     from titan.core.data.sources import DataSourceRegistry
     from titan.core.layout import LaunchLayout
+    from titan.core.loss_function import LossFunction
     from titan.core.parallel import ParallelDims
     from titan.core.registry import BackendRegistry, ModelRegistry
     from titan.core.trainer import Trainer
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
-PLUGIN_API_VERSION = (1, 2)
+PLUGIN_API_VERSION = (1, 3)
 """(major, minor) of the plugin API: these hooks plus :data:`TRAINER_API`.
 
 The minor number grows when something is added (a hook, an argument, a
@@ -83,6 +96,10 @@ TRAINER_API: dict[str, str] = {
     "autocast()": "the context for a forward pass in the run's compute dtype",
     "train_context()": "an ExitStack entering every plugin's titan_train_context managers",
     "cross_entropy(logits, labels)": "titan's default loss (mean over tokens, TP-aware)",
+    "model_args": "the model's hyper-parameters (its flavor, with model.vocab_size applied)",
+    "first_step": "the first step this process trained (1, or the step after the one resumed)",
+    "first_loss": "that step's loss (mean over ranks), once read; None before",
+    "last_loss": "the last logged step's loss (mean over ranks); None before",
 }
 """The stable, plugin-facing surface of :class:`titan.core.trainer.Trainer`.
 
@@ -173,34 +190,70 @@ def titan_validate_config(
 
 
 @hookspec
-def titan_convert_model(model: torch.nn.Module, config: JobConfig, parallel: ParallelDims) -> None:
+def titan_convert_model(
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims, loss: LossFunction
+) -> None:
     """Swap modules for converted ones (e.g. ``nn.Linear`` -> ``Float8Linear``). Meta device."""
 
 
 @hookspec
 def titan_apply_tensor_parallel(
-    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims, loss: LossFunction
 ) -> None:
     """Shard the model over ``parallel.mesh['tp']``. Runs after conversion."""
 
 
 @hookspec
 def titan_apply_activation_checkpointing(
-    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims, loss: LossFunction
 ) -> None:
     """Wrap transformer blocks for activation checkpointing. Runs after tensor parallel."""
 
 
 @hookspec
-def titan_apply_compile(model: torch.nn.Module, config: JobConfig, parallel: ParallelDims) -> None:
+def titan_apply_compile(
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims, loss: LossFunction
+) -> None:
     """Compile the model (per block). Runs after activation checkpointing, before sharding."""
 
 
 @hookspec
 def titan_apply_data_parallel(
-    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims, loss: LossFunction
 ) -> None:
     """Shard or replicate the model across data-parallel ranks (FSDP2). Runs last."""
+
+
+# --- Optimizer: active plugins --------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def titan_optimizer_state_bytes(config: JobConfig) -> float | None:
+    """Bytes of optimizer state per parameter for ``config.optimizer.name``, or ``None``.
+
+    Answer only for the optimizer names your plugin builds (``None`` for the others):
+    titan asks before anything launches, both to refuse a name no active plugin builds
+    (one line, exit 2) and to count the optimizer state in the memory checks and
+    ``titan plan``. AdamW and Adam (two float32 tensors per parameter: 8) are answered by
+    the built-in ``optimizer`` plugin; a low-bit AdamW with 8-bit states answers about 2.
+    """
+
+
+@hookspec(firstresult=True)
+def titan_build_optimizer(
+    model: torch.nn.Module, config: JobConfig, parallel: ParallelDims
+) -> torch.optim.Optimizer | None:
+    """Build the optimizer over ``model.parameters()`` for ``config.optimizer.name``.
+
+    Called once on every rank after the build hooks and the weights' initialisation
+    (``model`` is FSDP/TP-wrapped, its parameters are on the device, DTensors when
+    sharded), before the LR scheduler is made and any checkpoint is loaded (titan loads the
+    optimizer's state into what this returns, through torch's distributed state-dict API,
+    so the optimizer's ``state_dict`` must follow torch's layout). Return ``None`` for a
+    name your plugin does not build; the first answer wins, and the built-in plugin
+    answers last. ``config.optimizer`` holds ``lr``, ``eps``, ``beta1``, ``beta2``,
+    ``weight_decay`` and ``implementation``; a plugin's own settings go in its own section.
+    """
 
 
 # --- Training loop: active plugins -------------------------------------------
@@ -307,6 +360,22 @@ def titan_checkpoint_state(trainer: Trainer) -> dict[str, Any]:
     their contents; an object created later is never saved. Each ``obj``
     follows torch's ``Stateful`` protocol; its state dict holds tensors (sharded DTensors
     are resharded on load) and plain numbers/strings. Names must be unique across plugins.
+    """
+
+
+@hookspec
+def titan_checkpoint_saved(trainer: Trainer, step: int, path: Path) -> None:
+    """Checkpoint ``step`` is complete and published at ``path`` (mirror it, upload it).
+
+    Called on every rank that wrote it (all ranks: a DCP checkpoint is written by every
+    rank), after the folder was renamed from ``step-<N>.tmp`` to ``step-<N>`` and made
+    durable, so every file in ``path`` is final. A synchronous save (the last one of a
+    run, or a save before a requested stop) calls it before the step ends; an asynchronous
+    one (``checkpoint.async_mode = "async"``) when the trainer next waits for its write: at
+    the next save, a stop, or the end of the run. Uploading from every rank duplicates the
+    work: copy from one rank per node (``trainer.parallel``), or from rank 0 on a shared
+    file system. An exception here stops the run like a failed save; the checkpoint itself
+    stays complete.
     """
 
 

@@ -74,6 +74,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from titan.core.checks import optimizer_state_bytes
 from titan.core.errors import ConfigError, DoesNotFit
 from titan.core.layout import GIB, LaunchLayout
 from titan.core.state_memory import state_memory
@@ -371,7 +372,7 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
     family = job.models.get(job.config.model.name)
     n = count_parameters(family, args)
     shards = s.dp_shard * t
-    state = state_memory(n, shards, job.config.optimizer.name)
+    state = state_memory(n, shards, optimizer_state_bytes(job))
     block_grads = state_memory(m.block_params, shards).grads
     head_grads = state_memory(m.head_params, shards).grads
     grads_start = state.grads if s.accumulating else 0

@@ -249,11 +249,38 @@ def _describe(module: ModuleType) -> str:
     return doc.splitlines()[0].rstrip(".") if doc else ""
 
 
-def load_plugins() -> PluginHost:
-    """Discover every installed plugin, register it, and validate its hooks.
+#: How many times this process scanned the ``titan.plugins`` entry points (a test counts it).
+DISCOVERIES = 0
+_discovered: tuple[Any, pluggy.PluginManager, dict[str, PluginInfo], dict[str, str]] | None = None
 
-    Nothing is active yet except nothing: call :meth:`PluginHost.activate`.
+
+def load_plugins() -> PluginHost:
+    """Every installed plugin, registered and checked; a new host with nothing active.
+
+    The entry points are scanned and the plugin modules imported and checked once per
+    process (``titan run`` asks from the CLI, the launch, the model registry and the
+    trainer); every call returns a new :class:`PluginHost` over the same registrations,
+    so what one caller activates does not leak into another's. Call
+    :meth:`PluginHost.activate` on it. A process that installs a plugin after the first
+    call calls :func:`forget_discovered_plugins` first.
     """
+    global _discovered
+    if _discovered is None or _discovered[0] is not entry_points:  # re-pointed (tests)
+        _discovered = (entry_points, *_discover())
+    _, pm, infos, broken = _discovered
+    return PluginHost(pm=pm, infos=infos, broken=dict(broken))
+
+
+def forget_discovered_plugins() -> None:
+    """Scan the entry points again at the next :func:`load_plugins` (a plugin was installed)."""
+    global _discovered
+    _discovered = None
+
+
+def _discover() -> tuple[pluggy.PluginManager, dict[str, PluginInfo], dict[str, str]]:
+    """Scan the entry points, import each plugin module, check and register its hooks."""
+    global DISCOVERIES
+    DISCOVERIES += 1
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
@@ -302,4 +329,4 @@ def load_plugins() -> PluginHost:
         infos[name] = PluginInfo(**{**info.__dict__, "hooks": hooks})
     for name, message in broken.items():
         _warn_once(name, message)
-    return PluginHost(pm=pm, infos=infos, broken=broken)
+    return pm, infos, broken

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 WEIGHT_BYTES = 4
 GRAD_BYTES = 4
-OPTIMIZER_STATES = {"AdamW": 2, "Adam": 2}
-"""float32 tensors per parameter each optimizer keeps (exp_avg, exp_avg_sq)."""
-STATE_BYTES = 4
+ADAMW_STATE_BYTES = 8.0
+"""AdamW's optimizer state per parameter: two float32 tensors (exp_avg, exp_avg_sq). Another
+optimizer's figure comes from its plugin (``titan_optimizer_state_bytes``)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class StateMemory:
         return round((self.total * self.shards) / self.parameters) if self.parameters else 0
 
 
-def state_memory(parameters: int, shards: int, optimizer: str = "AdamW") -> StateMemory:
+def state_memory(
+    parameters: int, shards: int, optimizer_bytes: float = ADAMW_STATE_BYTES
+) -> StateMemory:
     """Per-device state of a model with ``parameters`` parameters split ``shards`` ways.
 
     FSDP2 shards each parameter along its first dimension and pads it to a
@@ -55,17 +57,18 @@ def state_memory(parameters: int, shards: int, optimizer: str = "AdamW") -> Stat
     too little to count here.
     """
     per_device = math.ceil(parameters / max(shards, 1))
-    states = OPTIMIZER_STATES.get(optimizer, 2)
     return StateMemory(
         parameters=parameters,
         shards=shards,
         weights=per_device * WEIGHT_BYTES,
         grads=per_device * GRAD_BYTES,
-        optimizer=per_device * states * STATE_BYTES,
+        optimizer=math.ceil(per_device * optimizer_bytes),
     )
 
 
-def shards_needed(parameters: int, memory_bytes: int, optimizer: str = "AdamW") -> int:
+def shards_needed(
+    parameters: int, memory_bytes: int, optimizer_bytes: float = ADAMW_STATE_BYTES
+) -> int:
     """The fewest ways the state must be split to fit ``memory_bytes`` per device."""
-    whole = state_memory(parameters, 1, optimizer).total
+    whole = state_memory(parameters, 1, optimizer_bytes).total
     return max(1, math.ceil(whole / memory_bytes))

@@ -31,6 +31,7 @@ from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
 from titan.core.host_malloc import keep_freed_host_memory
 from titan.core.launch import PreparedJob, promote_config
+from titan.core.loss_function import LossFunction
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
@@ -111,6 +112,8 @@ class Trainer:
         self.last_loss: float | None = None
         self.loss_terms: dict[str, torch.Tensor] = {}  # this step's loss terms (titan_loss_terms)
 
+        # The cross-entropy; the build hooks wrap it (loss parallel, compile) in phase order.
+        self.loss = LossFunction()
         self.model_args = model_args(job)  # the checks' own code: same lines as before launch
         self.tokenizer = check_tokenizer(job, self.model_args)
         self.model = self.build_model()
@@ -145,7 +148,11 @@ class Trainer:
             keep_latest_k=c.checkpoint.keep_latest_k,
             async_mode=c.checkpoint.async_mode,
             initial_load_path=c.checkpoint.initial_load_path,
+            on_saved=self._checkpoint_saved,
         )
+
+    def _checkpoint_saved(self, step: int, path: Path) -> None:
+        self.hook.titan_checkpoint_saved(trainer=self, step=step, path=path)
 
     # -- build ---------------------------------------------------------------
 
@@ -155,7 +162,7 @@ class Trainer:
         family = self.job.models.get(c.model.name)
         with torch.device("meta"):
             model = family.build(self.model_args)
-        kwargs = {"model": model, "config": c, "parallel": p}
+        kwargs = {"model": model, "config": c, "parallel": p, "loss": self.loss}
         self.hook.titan_convert_model(**kwargs)
         self.hook.titan_apply_tensor_parallel(**kwargs)
         self.hook.titan_apply_activation_checkpointing(**kwargs)
@@ -249,21 +256,16 @@ class Trainer:
         )
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = self.config.optimizer
-        impl = {
-            "fused": {"fused": True},
-            "foreach": {"foreach": True},
-            "for-loop": {"foreach": False},
-        }[o.implementation]
-        cls = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}[o.name]
-        return cls(
-            self.model.parameters(),
-            lr=o.lr,
-            betas=(o.beta1, o.beta2),
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            **impl,
+        """The active plugins' optimizer for ``optimizer.name`` (AdamW/Adam: the built-in one)."""
+        optimizer = self.hook.titan_build_optimizer(
+            model=self.model, config=self.config, parallel=self.parallel
         )
+        if optimizer is None:  # the checks found a plugin for the name: it answered None here
+            raise PluginError(
+                f"no active plugin built optimizer '{self.config.optimizer.name}', though one "
+                "answered titan_optimizer_state_bytes for it; fix that plugin"
+            )
+        return optimizer
 
     # -- loop ----------------------------------------------------------------
 
@@ -288,13 +290,9 @@ class Trainer:
         """The current step: 1-based inside a step, the last finished one between steps."""
         return self.train_state.step
 
-    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The plain cross-entropy (internal: the tp and compile plugins wrap it)."""
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-
     def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """titan's default loss: mean cross-entropy over the tokens, a plain tensor even under TP."""
-        return _plain(self.loss_fn(logits, labels))
+        return _plain(self.loss(logits, labels))
 
     def compute_loss(
         self, logits: torch.Tensor, labels: torch.Tensor

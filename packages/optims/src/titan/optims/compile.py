@@ -88,9 +88,15 @@ def _compile(fn: Any, c: CompileConfig) -> Any:
 
 
 @hookimpl
-def titan_apply_compile(model: Any, config: Any, parallel: Any) -> None:
-    """Replace each block by its compiled version (an ``OptimizedModule`` around it)."""
+def titan_apply_compile(model: Any, config: Any, parallel: Any, loss: Any) -> None:
+    """Replace each block by its compiled version (an ``OptimizedModule`` around it).
+
+    With ``compile.loss`` the loss is compiled too: wrapped here, in the compile phase,
+    it takes in what earlier phases wrapped (tensor parallel's local loss).
+    """
     c = config.compile
+    if c.loss:
+        loss.wrap(lambda fn: _compile(fn, c))
     if not c.model:
         return
     layers = transformer_blocks(model)
@@ -100,10 +106,3 @@ def titan_apply_compile(model: Any, config: Any, parallel: Any) -> None:
         f"compile: {len(layers)} transformer blocks compiled with {c.backend} "
         f"(mode {c.mode}); the first step includes compile time"
     )
-
-
-@hookimpl(trylast=True)
-def titan_train_start(trainer: Any) -> None:
-    """Compile the trainer's loss function (last, so it wraps what other plugins set up)."""
-    if trainer.config.compile.loss:
-        trainer.loss_fn = _compile(trainer.loss_fn, trainer.config.compile)

@@ -177,7 +177,7 @@ def block_plan(float8: bool) -> dict[str, Any]:
 
 
 @hookimpl
-def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any) -> None:
+def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any, loss: Any) -> None:
     """Shard embeddings, blocks, final norm and output over ``parallel.mesh['tp']``."""
     import warnings
 
@@ -231,6 +231,8 @@ def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any) -> None:
             float8 = False
         float8_blocks += float8
         parallelize_module(block, tp_mesh, block_plan(float8))
+    if loss_parallel:
+        loss.wrap(_local_loss)
     styles = f"; float8 all-gathers in {float8_blocks} blocks" if float8_blocks else ""
     say_once(
         f"tp: tensor parallel degree {parallel.tp} with sequence parallel"
@@ -248,20 +250,16 @@ def titan_train_context(trainer: Any) -> list[Any]:
     return [loss_parallel()]
 
 
-@hookimpl(tryfirst=True)
-def titan_train_start(trainer: Any) -> None:
+def _local_loss(loss_fn: Any) -> Any:
     """Make the loss a plain tensor again, as the trainer (and other plugins) expect.
 
     Under loss parallel the cross-entropy of sharded logits is a replicated
     DTensor; its local value *is* the loss, and backward through ``to_local``
     still runs inside the loss-parallel context.
     """
-    if not trainer.config.tp.loss_parallel or trainer.parallel.tp <= 1:
-        return
-    loss_fn = trainer.loss_fn
 
     def local_loss(logits: Any, labels: Any) -> Any:
         loss = loss_fn(logits, labels)
         return loss.to_local() if hasattr(loss, "to_local") else loss
 
-    trainer.loss_fn = local_loss
+    return local_loss

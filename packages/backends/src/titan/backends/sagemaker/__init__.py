@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, TextIO
 from titan.core import hookimpl
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import typer
 
     from titan.core.data.sources import DataSourceRegistry
@@ -226,21 +228,18 @@ def _in_container() -> bool:
 
 
 @hookimpl
-def titan_step_start(trainer: Trainer, step: int) -> None:
-    """The checkpoint saved at the end of the previous step is complete: publish this host's."""
-    if _in_container() and step > 1 and trainer.checkpointer.should_save(step - 1, False):
+def titan_checkpoint_saved(trainer: Trainer, path: Path) -> None:
+    """The checkpoint just saved is complete on every rank: publish this host's copy."""
+    if _in_container():
         from titan.backends.sagemaker.container import publish_host_checkpoint
 
-        publish_host_checkpoint(trainer, step - 1)
+        publish_host_checkpoint(trainer, path)
 
 
 @hookimpl
 def titan_train_end(trainer: Trainer) -> None:
-    """Publish this host's last checkpoint; write the final model to /opt/ml/model."""
-    if not _in_container():
-        return
-    from titan.backends.sagemaker.container import export_final_model, publish_host_checkpoint
+    """Write the final model to /opt/ml/model (the last checkpoint was published when saved)."""
+    if _in_container():
+        from titan.backends.sagemaker.container import export_final_model
 
-    if trainer.checkpointer.enabled:
-        publish_host_checkpoint(trainer, trainer.train_state.step)
-    export_final_model(trainer)
+        export_final_model(trainer)

@@ -15,7 +15,8 @@ Two things differ from a cluster with a shared file system, and the
   there and SageMaker merges all hosts' folders in the checkpoint S3 prefix.
   titan's checkpointer renames ``step-N.tmp`` to ``step-N`` on rank 0's disk
   only, so the first rank of every other host publishes its own part the same
-  way once the save is complete (:func:`publish_host_checkpoint`);
+  way once the save is complete (:func:`publish_host_checkpoint`, from
+  ``titan_checkpoint_saved``);
 * for the same reason no single host holds a whole checkpoint, so the final
   model is gathered from the live, sharded model at the end of training and
   written by global rank 0 to ``/opt/ml/model`` as a Hugging Face Llama folder
@@ -46,17 +47,19 @@ def main(config_path: Path) -> int:
     return train_main([str(config_path)])
 
 
-def publish_host_checkpoint(trainer: Any, step: int) -> None:
+def publish_host_checkpoint(trainer: Any, final: Path) -> None:
     """On a host other than rank 0's, rename this host's finished ``step-N.tmp`` to ``step-N``.
 
-    Called on every rank after checkpoint ``step`` was saved and published
-    (all ranks passed the checkpointer's final barrier, so this host's shards
-    are complete). With a shared folder rank 0 already renamed it: nothing to do.
+    Called on every rank through ``titan_checkpoint_saved`` once checkpoint
+    ``final`` is complete (all ranks passed the checkpointer's last agreement,
+    so this host's shards are written, and rank 0 published its own folder).
+    Each host's ``/opt/ml/checkpoints`` is its own disk, which SageMaker copies
+    to S3: without the rename the other hosts would upload a half-named
+    checkpoint. With a shared folder rank 0 already renamed it: nothing to do.
     """
     if int(os.environ.get("LOCAL_RANK", "0")) != 0 or trainer.parallel.is_main:
         return
-    folder = trainer.checkpointer.folder
-    final, tmp = folder / f"step-{step}", folder / f"step-{step}.tmp"
+    tmp = final.with_name(final.name + ".tmp")
     if tmp.is_dir() and not final.exists():
         tmp.rename(final)
 
@@ -93,8 +96,7 @@ def export_final_model(trainer: Any, model_dir: Path | None = None) -> Path | No
                 target.unlink()
             shutil.move(str(f), target)
     print(
-        f"final model (step {trainer.train_state.step}) written to {model_dir} as Hugging Face "
-        "safetensors",
+        f"final model (step {trainer.step}) written to {model_dir} as Hugging Face safetensors",
         flush=True,
     )
     return model_dir

@@ -168,7 +168,7 @@ def titan_train_end(trainer: Any) -> None:
         _display.close()
         _display = None
     if trainer.parallel.is_main and trainer.first_loss is not None:
-        first, last = trainer.first_step, trainer.train_state.step
+        first, last = trainer.first_step, trainer.step
         resumed = f", resumed from step {first - 1}" if first > 1 else ""
         _stderr_console().print(
             f"[bold green]done[/]: loss {trainer.first_loss:.4f} (first, step {first}{resumed}) "

@@ -112,7 +112,7 @@ def titan_train_start(trainer: Any) -> None:
             record_shapes=True,
         )
         _profiler.start()
-        _profiler.step_num = trainer.train_state.step  # a resumed run keeps the schedule
+        _profiler.step_num = trainer.step  # a resumed run keeps the schedule
         _tell(trainer, f"profiling: traces every {c.profile_freq} steps in {folder}")
     if c.enable_memory_snapshot:
         if trainer.device.type != "cuda":

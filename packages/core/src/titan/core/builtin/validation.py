@@ -99,7 +99,7 @@ class Evaluator:
                     inputs, labels = (x.to(t.device) for x in batch)
                     with t.train_context(), t.autocast():
                         logits = model(inputs)
-                        loss = t.loss_fn(logits, labels)
+                        loss = t.cross_entropy(logits, labels)
                     total += loss.detach().float()
                     count += 1
         finally:

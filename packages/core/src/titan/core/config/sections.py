@@ -40,7 +40,8 @@ class ModelSection:
 
 @dataclass
 class OptimizerSection:
-    name: Literal["AdamW", "Adam"] = "AdamW"
+    name: str = "AdamW"
+    """AdamW and Adam are built in; an optimizer plugin builds others (titan_build_optimizer)."""
     lr: float = 8e-4
     eps: float = 1e-8
     beta1: float = 0.9

@@ -1,0 +1,1 @@
+"""Example third-party titan plugins, written from docs/plugins.md alone."""

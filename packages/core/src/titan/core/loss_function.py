@@ -1,0 +1,40 @@
+"""The loss titan computes from logits and labels, and the one place plugins wrap it.
+
+Tensor parallel's loss parallel (a replicated DTensor loss made local again) and
+``torch.compile`` of the loss each wrap the plain cross-entropy. They do it from their
+build hooks (``titan_apply_tensor_parallel``, ``titan_apply_compile``), which receive this
+object as ``loss``: the wrappers then nest in the build's fixed order (TP inside compile)
+whatever order the plugins were listed or registered in, with no tryfirst/trylast and no
+plugin replacing a trainer attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the tokens, in float32 (``logits`` ``[batch, seq, vocab]``)."""
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+class LossFunction:
+    """``loss(logits, labels)``: the cross-entropy, as wrapped by the build hooks so far."""
+
+    def __init__(self, fn: LossFn = cross_entropy) -> None:
+        self.fn = fn
+
+    def wrap(self, wrapper: Callable[[LossFn], LossFn]) -> None:
+        """Replace the function by ``wrapper(function)``: later phases wrap earlier ones."""
+        self.fn = wrapper(self.fn)
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, labels)
