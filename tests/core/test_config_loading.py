@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from titan.core.config.job import JobConfig, parse_overrides
+from titan.core.config.job import JobConfig
+from titan.core.config.overrides import parse_overrides
 from titan.core.errors import ConfigError, PluginError
 from titan.core.launch import prepare_job
 

@@ -19,16 +19,10 @@ from typing import Any
 
 import pytest
 
-from titan.core import cli
+from titan.core import cli_jobs as cli
 from titan.core.errors import ConfigError
-from titan.core.jobs import (
-    JobRecord,
-    JobStatus,
-    JobStore,
-    Progress,
-    call_all,
-    query_jobs,
-)
+from titan.core.job_queries import call_all, query_jobs
+from titan.core.jobs import JobRecord, JobStatus, JobStore, Progress
 from titan.core.registry import BackendRegistry, ClusterBackend
 from titan.core.testing import folder_snapshot, install_plugin, pythonpath_with, titan_in_process
 

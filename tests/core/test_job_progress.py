@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.core import cli
+from titan.core import cli_jobs as cli
 from titan.core.job_progress import (
     TAIL_BYTES,
     Progress,

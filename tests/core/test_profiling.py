@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from titan.core.config.job import parse_overrides
+from titan.core.config.overrides import parse_overrides
 from titan.core.errors import ConfigError
 from titan.core.launch import prepare_job
 from titan.core.train import run_training

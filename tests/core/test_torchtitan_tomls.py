@@ -241,7 +241,7 @@ def test_config_aliases_lists_the_torchtitan_keys() -> None:
 
 @pytest.mark.parametrize("release", ["2024-04", "2024-08", "2024-12-26", "v0.1.0", "v0.2.2"])
 def test_debug_config_trains(tmp_path: Path, release: str) -> None:
-    from titan.core.config.job import parse_overrides
+    from titan.core.config.overrides import parse_overrides
     from titan.core.lr_schedule import lr_factor
 
     path = TOMLS / release / "debug_model.toml"

@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from titan.core.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    ModelState,
-    OptimizerState,
-    RankLocalState,
-    complete_checkpoints,
-)
+from titan.core.checkpoint import CheckpointError, CheckpointManager
+from titan.core.checkpoint_states import ModelState, OptimizerState, RankLocalState
+from titan.core.folders import complete_checkpoints
 
 
 class Counter:

@@ -50,7 +50,7 @@ def test_convert_train_export(make_hf_model, tmp_path: Path) -> None:
     assert f"--checkpoint.initial_load_path={converted}" in run_args
 
     # The suggested command, run in this process (a subprocess would pay ~15 s of imports).
-    from titan.core.config.job import parse_overrides
+    from titan.core.config.overrides import parse_overrides
     from titan.core.launch import prepare_job
     from titan.core.train import run_training
 

@@ -393,7 +393,7 @@ def test_progress_is_rank_zeros_last_log_step(moto_url, home, launched, monkeypa
 
 def test_titan_jobs_shows_progress_and_details(moto_url, home, launched, monkeypatch):
     from titan.backends.sagemaker import SageMakerBackend
-    from titan.core.jobs import query_jobs
+    from titan.core.job_queries import query_jobs
     from titan.core.registry import BackendRegistry
 
     name = new_job(moto_url, home, launched)

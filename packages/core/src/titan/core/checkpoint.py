@@ -25,15 +25,16 @@ data from the number of sequences consumed instead.
 Loading never unpickles arbitrary objects: tensors are read by DCP with
 ``weights_only``, non-tensor values with ``torch.load(weights_only=True)``,
 and the checkpoint index (``.metadata``) through an unpickler that accepts
-only DCP's own metadata classes.
+only DCP's own metadata classes (:mod:`titan.core.checkpoint_reading`).
+
+This module is the folder and :class:`CheckpointManager`; what is saved of the model,
+optimizer and data loader is in :mod:`titan.core.checkpoint_states`, and the one-line
+errors of a failed load or save in :mod:`titan.core.checkpoint_errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
-import io
 import os
 import pickle
 import re
@@ -48,20 +49,37 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
-from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-from torch.distributed.checkpoint.state_dict import (
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.checkpoint.stateful import Stateful
 
-from titan.core.errors import ConfigError, TitanError
+from titan.core.checkpoint_errors import (
+    CheckpointError,
+    CheckpointSaveError,
+    load_error,
+    save_cause,
+)
+from titan.core.checkpoint_reading import (
+    distributed,
+    quiet_single_process,
+    read_metadata,
+    read_state,
+    safe_load,
+    saved_keys,
+)
+from titan.core.checkpoint_states import RankLocalState
+from titan.core.errors import ConfigError
 from titan.core.folders import complete_checkpoints
+
+# What code outside core imports from here (titan.models, titan.core.testing, plugins).
+__all__ = [
+    "REQUIRED_STATES",
+    "CheckpointError",
+    "CheckpointManager",
+    "CheckpointSaveError",
+    "quiet_single_process",
+    "read_metadata",
+    "read_state",
+    "safe_load",
+]
 
 # DCP warns on every save without a process group, also from async saves' threads, which
 # quiet_single_process() cannot reach; one process is a normal case here.
@@ -74,255 +92,13 @@ _TMP_DIR = re.compile(r"^step-(\d+)\.tmp$")
 REQUIRED_STATES = frozenset({"model", "optimizer", "lr_scheduler", "train_state"})
 
 
-class CheckpointError(TitanError):
-    """A checkpoint cannot be read or does not fit this job."""
-
-
-class CheckpointSaveError(TitanError):
-    """A checkpoint could not be written (disk full, folder removed, no permission)."""
-
-    exit_code = 1
-
-
-# --- what is saved -------------------------------------------------------------
-
-
-class ModelState(Stateful):
-    """The model's parameters as DCP sees them (sharded DTensors under FSDP)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def state_dict(self) -> dict[str, Any]:
-        return get_model_state_dict(self.model)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        set_model_state_dict(self.model, state_dict)
-
-
-class OptimizerState(Stateful):
-    """Optimizer state keyed by parameter name (not index), so it survives resharding."""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.model = model
-        self.optimizer = optimizer
-
-    def state_dict(self) -> dict[str, Any]:
-        return get_optimizer_state_dict(self.model, self.optimizer)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        set_optimizer_state_dict(self.model, self.optimizer, state_dict)
-
-
-class RankLocalState(Stateful):
-    """State that differs per data-parallel rank (a data loader's position in its shard).
-
-    DCP keeps one copy of a non-tensor value whose key is the same on every
-    rank, so each rank's state goes under its own key, ``dp<rank>of<world>``.
-    The value is one ``torch.save`` blob (read back with ``weights_only``):
-    its structure may change between save and load (lists grow), which DCP's
-    per-key loading of nested values would not allow.
-    """
-
-    def __init__(self, inner: Any, dp_rank: int, dp_world_size: int) -> None:
-        self.inner = inner
-        self.key = f"dp{dp_rank}of{dp_world_size}"
-
-    def state_dict(self) -> dict[str, Any]:
-        buf = io.BytesIO()
-        torch.save(self.inner.state_dict(), buf)
-        return {self.key: buf.getvalue()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        blob = state_dict[self.key]
-        self.inner.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
-
-
-# --- reading safely ------------------------------------------------------------
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Unpickles DCP's ``.metadata`` index, refusing every class that is not DCP metadata."""
-
-    _ALLOWED = {
-        ("torch", "Size"),
-        ("torch.serialization", "_get_layout"),
-        ("collections", "OrderedDict"),
-        ("pathlib", "PosixPath"),
-        ("pathlib", "PurePosixPath"),
-        ("pathlib", "WindowsPath"),
-        ("pathlib", "PureWindowsPath"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module.startswith("torch.distributed.checkpoint."):
-            obj = super().find_class(module, name)
-            if isinstance(obj, type) and (
-                dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)
-            ):
-                return obj
-        raise pickle.UnpicklingError(
-            f"checkpoint metadata refers to {module}.{name}, which is not DCP metadata; "
-            "refusing to load it (only load checkpoints you trust)"
-        )
-
-
-class SafeFileSystemReader(FileSystemReader):
-    """DCP's file reader, with the metadata index read by :class:`_MetadataUnpickler`."""
-
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        path = self._get_metadata_path(kwargs.get("rank"))
-        with self.fs.create_stream(path, "rb") as f:
-            metadata = _MetadataUnpickler(f).load()
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
-
-
-class SafeLoadPlanner(DefaultLoadPlanner):
-    """DCP's load planner, but non-tensor values are read with ``weights_only=True``."""
-
-    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-        obj = torch.load(value, weights_only=True)
-        if self.flatten_state_dict:
-            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-        else:
-            self.state_dict[read_item.dest_index.fqn] = obj
-
-
-def read_metadata(path: Path) -> Metadata:
-    """The DCP index of checkpoint folder ``path`` (safe unpickling)."""
-    return SafeFileSystemReader(str(path)).read_metadata()
-
-
-def saved_keys(path: Path) -> set[str]:
-    """Flattened keys (``model.layers.0.attention.wq.weight``...) stored in a checkpoint."""
-    return set(read_metadata(path).state_dict_metadata)
-
-
-def read_state(path: Path, name: str) -> dict[str, Any]:
-    """The tensors saved under state ``name`` of checkpoint ``path``, keyed below ``name``.
-
-    For tests and tools on one process: ``read_state(p, "ema")["shadow.weight"]``.
-    """
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    flat: dict[str, Any] = {}
-    for key, meta in read_metadata(path).state_dict_metadata.items():
-        if key.startswith(f"{name}.") and isinstance(meta, TensorStorageMetadata):
-            flat[key] = torch.empty(meta.size, dtype=meta.properties.dtype)
-    if not flat:
-        raise CheckpointError(f"checkpoint '{path}' has no tensors under state '{name}'")
-    safe_load(flat, path)
-    return {key[len(name) + 1 :]: value for key, value in flat.items()}
-
-
-def _root_error(exc: BaseException) -> BaseException:
-    """The first rank's own exception inside DCP's ``CheckpointException`` wrapper."""
-    if isinstance(exc, CheckpointException) and exc.failures:
-        inner = next(iter(exc.failures.values()))
-        return inner[0] if isinstance(inner, tuple) else inner
-    return exc
-
-
-_DAMAGE_MARKERS = (
-    "truncated",
-    "central directory",
-    "corrupt",
-    "ran out of input",
-    "unexpected end",
-)
-
-
-def _is_damage(exc: BaseException) -> bool:
-    """A file of the checkpoint is cut short or corrupt (as opposed to not fitting the job)."""
-    root = _root_error(exc)
-    text = str(root).lower()
-    return isinstance(root, EOFError) or any(m in text for m in _DAMAGE_MARKERS)
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    """The gist of a load error, whole words only: DCP wraps each rank's traceback into one
-    long message, and torch's messages run on for several sentences."""
-    exc = _root_error(exc)
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "unsupported global" in line.lower():  # weights_only refused a class: name it
-            return f"it stores a {line.split('GLOBAL', 1)[-1].split()[0]} object ({line[:200]})"
-    if not lines:
-        return type(exc).__name__
-    gist = lines[0].split(". ")[0].rstrip(".")
-    if len(gist) > limit:
-        gist = gist[:limit].rsplit(" ", 1)[0] + " ..."
-    return f"{type(exc).__name__}: {gist}" if isinstance(exc, EOFError) else gist
-
-
-@contextlib.contextmanager
-def quiet_single_process() -> Iterator[None]:
-    """DCP warns on every call without a process group; one process is a normal case here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to.*single process")
-        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-        yield
-
-
-def safe_load(states: dict[str, Any], path: Path | str) -> None:
-    """``dcp.load`` of checkpoint ``path`` into ``states`` without unpickling arbitrary objects."""
-    with quiet_single_process():
-        dcp.load(
-            states,
-            storage_reader=SafeFileSystemReader(str(path)),
-            planner=SafeLoadPlanner(),
-            no_dist=not _distributed(),
-        )
-
-
-# --- the folder ----------------------------------------------------------------
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def _barrier() -> None:
-    if _distributed():
+    if distributed():
         dist.barrier()
 
 
 def _is_main() -> bool:
-    return not _distributed() or dist.get_rank() == 0
-
-
-def _save_cause(exc: BaseException) -> str:
-    """The OS error under DCP's per-rank wrapping (``No space left on device``...)."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e in seen:
-            continue
-        seen.append(e)
-        if isinstance(e, OSError):
-            return f"{e.strerror or e} ({type(e).__name__})" + (
-                f" writing {e.filename}" if e.filename else ""
-            )
-        if isinstance(e, CheckpointException):
-            for failure in e.failures.values():
-                inner = failure[0] if isinstance(failure, tuple) else failure
-                if isinstance(inner, BaseException):
-                    todo.append(inner)
-        for nxt in (e.__cause__, e.__context__):
-            if nxt is not None:
-                todo.append(nxt)
-    cause = _first_line(exc)
-    if "unexpected pos" in cause:  # torch.save's zip writer hides the OS error (ENOSPC, EFBIG)
-        cause += " (a write was cut short: is the disk full?)"
-    return cause
+    return not distributed() or dist.get_rank() == 0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -377,7 +153,7 @@ class CheckpointManager:
         self._publish_error: BaseException | None = None
         self._published_step: int | None = None
         self._cpu_group: Any = None  # async saves' collectives, and agreeing on failures
-        if enabled and _distributed():
+        if enabled and distributed():
             self._cpu_group = dist.new_group(backend="gloo")
 
     # -- load ---------------------------------------------------------------
@@ -415,7 +191,7 @@ class CheckpointManager:
         except (pickle.UnpicklingError, EOFError, CheckpointException) as exc:
             found = dict(complete_checkpoints(self.folder))
             step = next((s for s, p in found.items() if p == path), -1)
-            raise self._load_error(path, step, sorted(found), exc) from None
+            raise load_error(path, step, sorted(found), exc) from None
 
     def add_states(self, states: dict[str, Any]) -> list[str]:
         """Add optional states (plugins') after :meth:`load`, restoring them from the same checkpoint.
@@ -437,31 +213,6 @@ class CheckpointManager:
                     safe_load(present, self.loaded_from)
         self.states.update(states)
         return fresh
-
-    @staticmethod
-    def _load_error(path: Path, step: int, steps: list[int], exc: BaseException) -> CheckpointError:
-        """One line: which checkpoint, what is wrong with it, and which one to load instead."""
-        older = [s for s in steps if s < step]
-        if older:
-            fix = (
-                f"load the previous one with --checkpoint.load_step={older[-1]} (complete: "
-                f"{', '.join(map(str, steps))})"
-            )
-        elif len(steps) > 1:
-            other = max(s for s in steps if s != step)
-            fix = f"load another one with --checkpoint.load_step={other}"
-        else:
-            fix = f"it is the only one: move '{path}' away to start without it"
-        if _is_damage(exc):
-            return CheckpointError(
-                f"checkpoint '{path}' is damaged (a file in it is cut short or corrupt: "
-                f"{_first_line(exc)}); {fix}"
-            )
-        return CheckpointError(
-            f"cannot load checkpoint '{path}': {_first_line(exc)}; it does not fit this job "
-            "(another model or plugins?) or holds objects that are not plain data; point "
-            f"checkpoint.folder elsewhere, or {fix}"
-        )
 
     def _load_initial(self) -> int:
         """Only the model weights of ``initial_load_path`` (a converted HF model); step 0."""
@@ -535,7 +286,7 @@ class CheckpointManager:
                         self.states,
                         checkpoint_id=str(tmp),
                         process_group=self._cpu_group,
-                        no_dist=not _distributed(),
+                        no_dist=not distributed(),
                     )
                 publisher = None
                 if _is_main():
@@ -549,7 +300,7 @@ class CheckpointManager:
                 self._pending = (step, future, publisher)
                 return final
             with quiet_single_process():
-                dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not _distributed())
+                dcp.save(self.states, checkpoint_id=str(tmp), no_dist=not distributed())
         except (Exception, CheckpointException) as exc:  # DCP's is a BaseException
             self._failed(step, exc)
         _barrier()
@@ -571,7 +322,7 @@ class CheckpointManager:
     def _all_ok(self, step: int, error: BaseException | None) -> None:
         """Every rank learns whether any rank failed (so none waits for a rank that left)."""
         failed = error is not None
-        if _distributed():
+        if distributed():
             flag = torch.tensor([int(failed)], dtype=torch.int32)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group)
             failed = bool(flag.item())
@@ -642,7 +393,7 @@ class CheckpointManager:
             else ("there is no earlier checkpoint")
         )
         raise CheckpointSaveError(
-            f"could not write checkpoint step-{step} in '{self.folder}': {_save_cause(exc)}; "
+            f"could not write checkpoint step-{step} in '{self.folder}': {save_cause(exc)}; "
             f"{previous}; free space or fix the folder, then run the same command again to "
             "resume from it"
         ) from exc

@@ -66,7 +66,9 @@ against torch's MemTracker on CPU runs: ``benchmarks/plan_memory.py``,
 ``tests/core/test_plan_memory.py``, docs/plan.md.
 
 Torch-free: runs in the launching ``titan`` process (``titan plan``, and
-``titan run`` before launch, :func:`check_peak_memory`).
+``titan run`` before launch, :func:`check_peak_memory`). The model's shapes and the
+per-block counts are in :mod:`titan.core.block_memory`; this module adds the head, the
+loss, the weights in flight and the state, and finds the peak.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from titan.core.block_memory import (
+    block_full,
+    block_grad_temporaries,
+    block_kept,
+    describe_ac,
+    recomputes,
+    step_setup,
+    weight_copy_bytes,
+)
 from titan.core.checks import optimizer_state_bytes
 from titan.core.errors import ConfigError, DoesNotFit
 from titan.core.layout import GIB, LaunchLayout
@@ -89,61 +100,6 @@ LOSS_PARALLEL_BYTES_PER_LOGIT = 16
 """Under tensor parallel's loss parallel: torch's backward of the sharded cross-entropy computes
 ``(zeros_like(x) - scatter + exp(x)) * grad``: the kept softmax, the zeros, ``exp(x)`` and their
 sum are alive at once, 4 x 4 bytes per local logit."""
-LSE_BYTES = 4
-"""The attention's log-sum-exp: one float32 per (sequence, head, position)."""
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """What the plan needs of a Llama-shaped model."""
-
-    dim: int
-    n_layers: int
-    n_heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-
-    @classmethod
-    def of(cls, args: Any, what: str) -> Shapes:
-        try:
-            return cls(
-                dim=int(args.dim),
-                n_layers=int(args.n_layers),
-                n_heads=int(args.n_heads),
-                kv_heads=int(getattr(args, "kv_heads", None) or args.n_heads),
-                head_dim=int(getattr(args, "head_dim", 0) or args.dim // args.n_heads),
-                ffn=int(args.ffn_hidden_dim),
-                vocab=int(args.vocab_size),
-            )
-        except (AttributeError, TypeError, ValueError):
-            raise ConfigError(
-                f"titan plan knows Llama-shaped models (dim, n_layers, n_heads, kv_heads, "
-                f"ffn_hidden_dim, vocab_size); {what} has other arguments"
-            ) from None
-
-    @property
-    def q(self) -> int:
-        return self.n_heads * self.head_dim
-
-    @property
-    def kv(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def block_linear_params(self) -> int:
-        d = self.dim
-        return 2 * d * self.q + 2 * d * self.kv + 3 * d * self.ffn
-
-    @property
-    def block_params(self) -> int:
-        return self.block_linear_params + 2 * self.dim
-
-    @property
-    def head_params(self) -> int:
-        """Final norm and output projection."""
-        return self.vocab * self.dim + self.dim
 
 
 @dataclass(frozen=True)
@@ -224,150 +180,13 @@ class MemoryPlan:
         }
 
 
-@dataclass(frozen=True)
-class _Setup:
-    """The job's numbers the plan uses."""
-
-    shapes: Shapes
-    batch: int
-    seq: int
-    tp: int
-    dp_shard: int
-    fsdp: bool
-    c: int
-    """Compute dtype bytes."""
-    r: int
-    """Residual stream bytes."""
-    autocast: bool
-    reduce_bytes: int
-    cuda: bool
-    ac_mode: str
-    """none, full, op, or every-N as 'N'."""
-    reshard: str
-    float8_linears: bool
-    float8_gather: bool
-    accumulating: bool
-    loss_parallel: bool
-
-    @property
-    def norm_input(self) -> int:
-        """Bytes per element a (not checkpointed) RMSNorm keeps of its input.
-
-        titan's RMSNorm keeps only its input (``r`` bytes); under tensor parallel the input is
-        a DTensor and the norm runs autograd's composite ``rms_norm`` in float32, which keeps
-        the float32 input and the normalised input: 8 bytes.
-        """
-        return 8 if self.tp > 1 else self.r
-
-    @property
-    def tokens(self) -> int:
-        return self.batch * self.seq
-
-
-def _ac_mode(job: PreparedJob) -> str:
-    if "ac" not in job.plugins.active:
-        return "none"
-    ac = getattr(job.config, "ac", None)
-    if ac is None or ac.mode == "none":
-        return "none"
-    if ac.mode == "full":
-        return "full"
-    option = str(ac.selective_ac_option).strip()
-    return "op" if option == "op" else option
-
-
-def _checkpointed(i: int, mode: str) -> bool:
-    """Block ``i`` is fully checkpointed (recomputed whole in backward)."""
-    if mode == "full":
-        return True
-    if mode.isdigit():
-        return (i + 1) % int(mode) == 0
-    return False
-
-
-def _block_full(s: _Setup) -> int:
-    """Bytes a block keeps for backward with no checkpointing (per device)."""
-    m, t = s.shapes, s.tp
-    tokens, c = s.tokens, s.c
-    attn_inputs, ffn_inputs = (3, 2) if s.autocast else (1, 1)
-    kept = tokens * m.dim * s.norm_input // t  # input (attention_norm)
-    kept += attn_inputs * tokens * m.dim * c  # q/k/v's input (gathered under TP)
-    kept += tokens * (m.q + 2 * m.kv) * c // t  # q, k, v after the rotary embedding
-    kept += tokens * m.q * c // t  # attention output (wo's input)
-    kept += s.batch * m.n_heads * s.seq * LSE_BYTES // t  # log-sum-exp
-    kept += tokens * m.dim * s.norm_input // t  # h (ffn_norm's input)
-    kept += ffn_inputs * tokens * m.dim * c  # w1/w3's input (gathered under TP)
-    kept += 4 * tokens * m.ffn * c // t  # SwiGLU: w1 out, silu, w3 out, product
-    return kept
-
-
-def _block_kept(s: _Setup, i: int) -> int:
-    """Bytes block ``i`` keeps for backward under this job's checkpointing."""
-    m, t, tokens, c, r = s.shapes, s.tp, s.tokens, s.c, s.r
-    if _checkpointed(i, s.ac_mode):
-        return tokens * m.dim * r // t
-    if s.ac_mode == "op":
-        kept = tokens * m.dim * r // t  # the block's input
-        # every second matmul's output: wq, wv, w1, w2 (w2's before the TP reduce-scatter)
-        kept += tokens * (m.q + m.kv + m.ffn) * c // t + tokens * m.dim * c
-        if s.cuda:  # the GPU attention kernels are on the save list; the CPU one is not
-            kept += tokens * m.q * c // t + s.batch * m.n_heads * s.seq * LSE_BYTES // t
-        return kept
-    return _block_full(s)
-
-
-def _block_grad_temporaries(s: _Setup) -> int:
-    """Gradient temporaries of one block's backward (its FFN's, the largest part)."""
-    m, t, tokens, c = s.shapes, s.tp, s.tokens, s.c
-    return 3 * tokens * m.ffn * c // t + tokens * m.dim * (s.r + c) // t
-
-
-def _weight_copy_bytes(s: _Setup, linear_params: int) -> int:
-    """Bytes of a unit's weights in the compute dtype (float8 linears with fp8-ag: one byte)."""
-    per = 1 if s.float8_gather else s.c
-    return linear_params * per
-
-
-def _setup(job: PreparedJob, layout: LaunchLayout, args: Any) -> _Setup:
-    from titan.core.checks import degrees, grad_accum_steps
-
-    c = job.config
-    dp_rep, dp_shard, tp = degrees(c, layout)
-    fsdp = dp_rep * dp_shard > 1 and bool(
-        job.plugins.hook.titan_apply_data_parallel.get_hookimpls()
-    )
-    compute = 2 if c.training.mixed_precision_param == "bfloat16" else 4
-    autocast = compute == 2 and not fsdp
-    active = job.plugins.active
-    kind = layout.device.kind
-    return _Setup(
-        shapes=Shapes.of(args, f"{c.model.name}/{c.model.flavor}"),
-        batch=c.training.local_batch_size,
-        seq=c.training.seq_len,
-        tp=tp,
-        dp_shard=dp_shard,
-        fsdp=fsdp,
-        c=compute,
-        r=compute if fsdp else 4,
-        autocast=autocast,
-        reduce_bytes=2 if c.training.mixed_precision_reduce == "bfloat16" else 4,
-        cuda=kind != "cpu",
-        ac_mode=_ac_mode(job),
-        reshard=c.parallelism.fsdp_reshard_after_forward,
-        float8_linears="fp8" in active,
-        float8_gather="fp8-ag" in active and fsdp,
-        accumulating=grad_accum_steps(c.training, dp_rep * dp_shard) > 1,
-        loss_parallel=tp > 1 and bool(getattr(getattr(c, "tp", None), "loss_parallel", False)),
-    )
-
-
 def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
     """The memory plan of ``job`` on ``layout``'s devices (see the module docstring)."""
     from titan.core.checks import model_args
     from titan.core.model_info import count_parameters
 
     args = model_args(job)
-    s = _setup(job, layout, args)
+    s = step_setup(job, layout, args)
     m, t, L = s.shapes, s.tp, s.shapes.n_layers
     family = job.models.get(job.config.model.name)
     n = count_parameters(family, args)
@@ -377,7 +196,7 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
     head_grads = state_memory(m.head_params, shards).grads
     grads_start = state.grads if s.accumulating else 0
 
-    kept = [_block_kept(s, i) for i in range(L)]
+    kept = [block_kept(s, i) for i in range(L)]
     head_kept = s.tokens * m.dim * s.norm_input // t  # final norm's input
     head_kept += s.tokens * m.dim * s.c  # the output projection's input (gathered under TP)
     if s.loss_parallel:  # the cross-entropy on vocabulary shards (torch's loss_parallel)
@@ -389,7 +208,7 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
     block_linears = m.block_linear_params // t
     head_linears = m.vocab * m.dim // t
     if s.fsdp:
-        block_unsharded = _weight_copy_bytes(s, block_linears) + 2 * m.dim * s.c
+        block_unsharded = weight_copy_bytes(s, block_linears) + 2 * m.dim * s.c
         head_unsharded = head_linears * s.c + m.dim * s.c  # output is never float8
         kept_gathered = {"default": 1, "always": 0, "never": L}[s.reshard]
         at_loss = kept_gathered * block_unsharded + (0 if s.reshard == "always" else head_unsharded)
@@ -404,7 +223,7 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
         in_first_block = in_block - block_unsharded + embeddings
     elif s.autocast:
         per_block = 0 if s.float8_linears else block_linears * s.c
-        at_loss = sum(per_block for i in range(L) if not _recomputes(s, i)) + head_linears * s.c
+        at_loss = sum(per_block for i in range(L) if not recomputes(s, i)) + head_linears * s.c
         in_block = in_first_block = 0  # the copies alive are counted block by block below
     else:
         per_block = at_loss = in_block = in_first_block = 0
@@ -429,17 +248,17 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
     )
     # The first block's backward (the last block) and the last one's (block 0): memory in
     # between is linear in the block index, so one of the two ends is the largest.
-    temps = _block_grad_temporaries(s)
+    temps = block_grad_temporaries(s)
     for i, phase in ((L - 1, "backward of the last block"), (0, "backward of the first block")):
-        recompute = _block_full(s) - kept[i] if _recomputes(s, i) else 0
+        recompute = block_full(s) - kept[i] if recomputes(s, i) else 0
         grads_done = grads_start or (head_grads + (L - 1 - i) * block_grads)
         if s.fsdp:
             comm = in_first_block if i == 0 else in_block
         elif s.autocast:
             # the bf16 copies of the blocks not yet done (a recomputing block's come back for
             # its own backward); those of the head and of the blocks done are freed
-            comm = sum(per_block for j in range(i + 1) if not _recomputes(s, j))
-            comm += per_block if _recomputes(s, i) else 0
+            comm = sum(per_block for j in range(i + 1) if not recomputes(s, j))
+            comm += per_block if recomputes(s, i) else 0
         else:
             comm = 0
         record(
@@ -479,24 +298,9 @@ def plan_memory(job: PreparedJob, layout: LaunchLayout) -> MemoryPlan:
         device_memory=d.memory_bytes,
         device=d.describe() if d.kind != "unknown" or d.model else "unknown device",
         tokens_per_micro_batch=s.tokens,
-        ac=_describe_ac(s.ac_mode),
+        ac=describe_ac(s.ac_mode),
         notes=tuple(notes),
     )
-
-
-def _recomputes(s: _Setup, i: int) -> bool:
-    """Block ``i`` recomputes (part of) its forward in backward."""
-    return s.ac_mode == "op" or _checkpointed(i, s.ac_mode)
-
-
-def _describe_ac(mode: str) -> str:
-    if mode == "none":
-        return "none"
-    if mode == "full":
-        return "full"
-    if mode == "op":
-        return "selective op"
-    return f"selective every {mode}"
 
 
 def check_peak_memory(

@@ -30,11 +30,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from titan.core.block_memory import Shapes
 from titan.core.device_peaks import gpu_peak
 from titan.core.errors import ConfigError
 from titan.core.flops import flops_per_token
 from titan.core.layout import GIB
-from titan.core.memory_plan import Shapes
 
 if TYPE_CHECKING:
     from titan.core.launch import PreparedJob
@@ -249,9 +249,9 @@ def plan_speed(
             " (titan's GPU table covers NVIDIA data-center GPUs; set metrics.peak_tflops)"
         )
     else:
-        from titan.core.memory_plan import _ac_mode
+        from titan.core.block_memory import job_ac_mode
 
-        ac = _ac_mode(job)
+        ac = job_ac_mode(job)
         cuda = d.kind != "cpu"
         base = calibrated_mfu()[row]
         cal_work = model_flops(CALIBRATION_SHAPES, CALIBRATION_SEQ) + recompute_flops(

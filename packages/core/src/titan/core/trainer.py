@@ -9,24 +9,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from titan.core import faults
-from titan.core.checkpoint import (
-    CheckpointManager,
-    ModelState,
-    OptimizerState,
-    RankLocalState,
-)
+from titan.core.checkpoint import CheckpointManager
+from titan.core.checkpoint_states import ModelState, OptimizerState, RankLocalState
 from titan.core.checks import check_tokenizer, grad_accum_steps, model_args, no_data_parallel_error
 from titan.core.data.loader import build_dataloader
 from titan.core.errors import PluginError
-from titan.core.folders import complete_checkpoints
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
 from titan.core.host_malloc import keep_freed_host_memory
@@ -35,8 +28,10 @@ from titan.core.loss_function import LossFunction
 from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
-from titan.core.parallel import ParallelDims, init_full_model_on_rank0, init_parallel
+from titan.core.parallel import ParallelDims, init_parallel
 from titan.core.step_metrics import LogStepMetrics
+from titan.core.train_state import TrainState
+from titan.core.weight_init import init_weights
 
 CORE_METRICS = frozenset(
     {"step", "loss", "grad_norm", "lr", "tokens_per_second", "step_time", "memory_gib"}
@@ -52,39 +47,6 @@ def _plain(value: torch.Tensor) -> torch.Tensor:
 def _number(value: Any) -> Any:
     """Tensors become Python numbers for the metric sinks (a device sync: logged steps only)."""
     return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-
-
-class TrainState:
-    """Step counter, sequences consumed and RNG state, saved with every checkpoint.
-
-    Everything is a tensor, so the checkpoint holds no pickled Python
-    objects. Every rank is seeded alike and draws the same random numbers,
-    so one copy of the RNG state (DCP keeps one for replicated tensors)
-    restores all ranks, whatever their number. ``samples`` (sequences over
-    all ranks) lets a resume with another number of ranks find its place in
-    the data.
-    """
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.samples = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {
-            "step": torch.tensor(self.step, dtype=torch.int64),
-            "samples": torch.tensor(self.samples, dtype=torch.int64),
-            "rng_cpu": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.samples = int(state["samples"])
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng_cuda"])
 
 
 class Trainer:
@@ -182,77 +144,14 @@ class Trainer:
             raise no_data_parallel_error(self.parallel.dp_degree)
 
     def _init_weights(self, model: torch.nn.Module) -> None:
-        """Materialise and initialise the weights.
-
-        The initialisation draws from its own generator seeded with
-        ``training.seed`` (so the training RNG stream does not depend on how
-        the model was initialised). On one process: on the CPU, then moved to
-        the device. Sharded (FSDP/TP): every rank initialising its own shard
-        gives other weights than one process (on CPU every shard even repeats
-        the same random numbers), so for small models rank 0 initialises the
-        full model on its CPU and the shards are scattered from it; large
-        models, and runs whose weights come from a checkpoint, initialise
-        their shards in place on the device (``parallelism.init_full_model_on_rank0``).
-        """
-        from torch.distributed.tensor import DTensor
-
-        c = self.config
-        sharded = any(isinstance(p, DTensor) for p in model.parameters())
-        devices = [self.device] if self.device.type == "cuda" else []
-        if not sharded:
-            model.to_empty(device="cpu")
-            self._seeded_init(model, torch.device("cpu"))
-            model.to(self.device)
-            return
-        model.to_empty(device=self.device)
-        from_checkpoint = self._weights_come_from_checkpoint()
-        n_params = sum(p.numel() for p in model.parameters())  # DTensor: the global count
-        from_rank0 = init_full_model_on_rank0(
-            c.parallelism.init_full_model_on_rank0, n_params, from_checkpoint
-        )
-        if not from_rank0 and not from_checkpoint and c.parallelism.init_full_model_on_rank0:
-            self._tell(
-                f"initialising each rank's shards on {self.device.type} ({n_params / 1e9:.1f}B "
-                "parameters): weights differ from a single-process run's; "
-                "--parallelism.init_full_model_on_rank0=true builds them on rank 0 instead"
-            )
-        with warnings.catch_warnings():
-            if from_rank0 or from_checkpoint:  # the shards' random values are overwritten
-                warnings.filterwarnings("ignore", message=".*DTensor random operators.*")
-            self._seeded_init(model, self.device, devices)  # buffers, and shards if not from rank 0
-        if from_rank0:
-            self._load_full_init_from_rank0(model)
-
-    def _weights_come_from_checkpoint(self) -> bool:
-        """Whether ``train()`` will overwrite the initial weights (resume or initial_load_path)."""
-        ck = self.config.checkpoint
-        if ck.initial_load_path:
-            return True
-        return ck.enable_checkpoint and bool(complete_checkpoints(self.dump_folder / ck.folder))
-
-    def _seeded_init(
-        self, model: torch.nn.Module, buffer_device: torch.device, rng_devices: Sequence[Any] = ()
-    ) -> None:
-        """``init_weights`` from ``training.seed``, leaving the training RNG stream untouched."""
-        with torch.random.fork_rng(devices=list(rng_devices)), torch.no_grad():
-            torch.manual_seed(self.config.training.seed)
-            model.init_weights(buffer_device=buffer_device)
-
-    def _load_full_init_from_rank0(self, model: torch.nn.Module) -> None:
-        """Rank 0 initialises an unsharded CPU copy; its tensors are broadcast into the shards."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        full: dict[str, Any] = {}
-        if self.parallel.rank == 0:
-            with torch.device("cpu"):
-                reference = self.job.models.get(self.config.model.name).build(self.model_args)
-            self._seeded_init(reference, torch.device("cpu"))
-            full = reference.state_dict()
-            del reference
-        set_model_state_dict(
+        """Materialise and initialise the weights (see :mod:`titan.core.weight_init`)."""
+        init_weights(
             model,
-            full,
-            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+            self.config,
+            self.device,
+            rank=self.parallel.rank,
+            build_full=lambda: self.job.models.get(self.config.model.name).build(self.model_args),
+            tell=self._tell,
         )
 
     def _build_optimizer(self) -> torch.optim.Optimizer:

@@ -61,7 +61,7 @@ def titan_add_commands(app: Any) -> None:
         Uses the config's dataset (training.dataset / dataset_path, data.sources) and
         tokenizer (model.tokenizer_path); any key can be overridden as in `titan run`.
         """
-        from titan.core.cli import split_args
+        from titan.core.cli_common import split_args
         from titan.core.launch import prepare_job
 
         config_path, overrides = split_args(ctx.args)

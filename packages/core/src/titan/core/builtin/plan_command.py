@@ -239,7 +239,7 @@ def titan_add_commands(app: Any) -> None:
         """
         from rich.console import Console
 
-        from titan.core.cli import split_args
+        from titan.core.cli_common import split_args
         from titan.core.errors import ConfigError
         from titan.core.speed_plan import parse_tokens
 
