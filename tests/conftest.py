@@ -1,4 +1,8 @@
-"""Shared test setup: keep CPU runs quiet and bounded on the 2-core CI machine."""
+"""Shared test setup: keep CPU runs quiet and bounded on the 2-core CI machine.
+
+The ``titan_runner`` fixture comes from ``titan.core.testing``, which the suite opts in to
+in the root conftest.py (pytest reads ``pytest_plugins`` there, not here).
+"""
 
 from __future__ import annotations
 

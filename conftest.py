@@ -1,0 +1,15 @@
+"""titan's own test suite opts in to titan's plugin test helper, as any plugin project does.
+
+``titan.core.testing`` (the ``titan_runner`` fixture) is not registered with pytest by
+installing titan: a project asks for it, as it asks for pytest's ``pytester``. pytest
+honours ``pytest_plugins`` only in the conftest files it reads before collecting (the
+rootdir's, and those of the folders given on the command line or in ``testpaths``);
+one met during collection stops the session ("Defining 'pytest_plugins' in a
+non-top-level conftest is no longer supported"). So the request cannot live in
+``examples/plugins/<name>/conftest.py``, and in ``tests/conftest.py`` it would be
+missed by ``pytest examples/plugins/...``. Here, next to the pyproject.toml that makes
+this folder the rootdir, it covers ``tests/`` and ``examples/plugins/*/tests`` whatever
+paths pytest is given.
+"""
+
+pytest_plugins = ["titan.core.testing"]
