@@ -161,12 +161,12 @@ def _registered_by(host, hook: str, registry: Any, entries: Callable[[Any], dict
     what it adds. A broken plugin is not registered, so it adds nothing.
     """
     owners: dict = {}
-    for impl in reversed(getattr(host.pm.hook, hook).get_hookimpls()):  # pluggy's call order
-        before = set(entries(registry))
-        impl.function(*[{"registry": registry}[a] for a in impl.argnames])
+    before = set(entries(registry))
+    for plugin, _ in host.call_each(hook, registry=registry):  # one plugin at a time
         for key, entry in entries(registry).items():
             if key not in before:
-                owners[key] = (entry, impl.plugin_name)
+                owners[key] = (entry, plugin)
+        before = set(entries(registry))
     return owners
 
 

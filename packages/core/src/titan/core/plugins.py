@@ -34,7 +34,7 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -147,6 +147,25 @@ class PluginHost:
 
     def module(self, name: str) -> ModuleType:
         return self.pm.get_plugin(name)
+
+    def call_each(self, name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """``(plugin, result)``: hook ``name`` called plugin by plugin, in pluggy's order.
+
+        A generator: each plugin is called when the caller asks for its answer, so a
+        caller can see what that one plugin changed (a registry) before the next runs.
+        For the few calls whose results must name the plugin that gave them (a
+        checkpoint-state name taken twice, the plugin that registered a model).
+        Each call still goes through pluggy (a hook caller reduced to one
+        plugin), so tracing and hook-call monitoring see it like any other.
+        Registration hooks reach every installed plugin, the others active ones.
+        """
+        caller = getattr(self.hook, name)
+        for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+            others = [p for p in self.pm.get_plugins() if p is not impl.plugin]
+            only = self.pm.subset_hook_caller(name, remove_plugins=others)
+            answer = only(**kwargs)  # a list (None answers left out), or one value (firstresult)
+            first = caller.spec is not None and caller.spec.opts.get("firstresult", False)
+            yield impl.plugin_name, answer if first else (answer[0] if answer else None)
 
 
 class _ActiveHooks:

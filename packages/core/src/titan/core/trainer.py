@@ -265,11 +265,9 @@ class Trainer:
         overwritten by the checkpoint's, if it has one for the plugin.
         """
         extra: dict[str, Any] = {}
-        hook = self.hook.titan_checkpoint_state
-        for impl in hook.get_hookimpls():
-            returned = impl.function(*[{"trainer": self}[a] for a in impl.argnames])
+        for plugin, returned in self.job.plugins.call_each("titan_checkpoint_state", trainer=self):
             for name, obj in (returned or {}).items():
-                who = f"plugin '{impl.plugin_name}'"
+                who = f"plugin '{plugin}'"
                 if name in extra or name in self.checkpointer.states:
                     raise PluginError(
                         f"{who} saves checkpoint state under '{name}', which is already taken; "
