@@ -35,7 +35,7 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
 
     In order: core's own keys and the model against the sequence length; the dump
     folder's state against the job (where the job writes into it as this machine
-    sees it); the tensor-parallel degree a TP plugin takes when none is given; the
+    sees it); the plugins' ``titan_configure`` (defaults that depend on the layout); the
     parallel degrees against the processes; data parallelism having a plugin; the
     batch arithmetic; every active plugin's ``titan_validate_config``; a plugin that
     builds ``optimizer.name``. Last, with
@@ -50,7 +50,7 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
 
         check_folders(c)  # before anything is built: one line, exit 2 (docs/reliability.md)
         c.notes.extend(rerun_notes(c))  # refuses a folder with nothing to train or another run
-    _configure_tensor_parallel(job, layout)
+    job.plugins.hook.titan_configure(config=c, active=job.plugins.active, layout=layout)
     dp_rep, dp_shard, tp = degrees(c, layout)
     check_data_parallel(job, dp_rep * dp_shard)
     grad_accum_steps(c.training, dp_rep * dp_shard)
@@ -78,35 +78,6 @@ def degrees(config: JobConfig, layout: LaunchLayout) -> tuple[int, int, int]:
         p.data_parallel_shard_degree,
         p.tensor_parallel_degree,
         layout,
-    )
-
-
-def _configure_tensor_parallel(job: PreparedJob, layout: LaunchLayout) -> None:
-    """An active TP plugin with no degree given takes every process not used for replication.
-
-    Done here, by core, before the plugins' validation (which only checks):
-    the degree is written into the config the ranks read.
-    """
-    p = job.config.parallelism
-    applies_tp = job.plugins.hook.titan_apply_tensor_parallel.get_hookimpls()
-    if p.tensor_parallel_degree > 1 or not applies_tp:
-        return
-    world = layout.world_size
-    replicate = p.data_parallel_replicate_degree
-    names = ", ".join(sorted({i.plugin_name for i in applies_tp}))
-    if world == 1 or p.data_parallel_shard_degree != -1 or world % replicate:
-        raise ConfigError(
-            f"plugin '{names}' is active but parallelism.tensor_parallel_degree is "
-            f"{p.tensor_parallel_degree}; set it to the number of processes that share "
-            f"each layer, e.g. --parallelism.tensor_parallel_degree=2 with "
-            f"{layout.more_processes(2)}"
-        )
-    per_node = layout.procs_per_node if layout.nodes > 1 else world // replicate
-    p.tensor_parallel_degree = per_node
-    job.config.notes.append(
-        f"{names}: parallelism.tensor_parallel_degree was 1; using {per_node} "
-        f"({'the processes of each node' if layout.nodes > 1 else f'all {world} processes'}; "
-        "set the degree to combine TP with FSDP)"
     )
 
 

@@ -10,8 +10,9 @@ Phases and who takes part:
   describe what exists): ``titan_register_models``, ``titan_register_backends``,
   ``titan_register_data_sources``,
   ``titan_config_sections``, ``titan_config_aliases``, ``titan_add_commands``.
-* **Validation** (active plugins): ``titan_validate_config``, before any
-  process is launched.
+* **Configure, then validate** (active plugins), before any process is
+  launched: ``titan_configure`` fills in defaults that depend on the launch
+  layout, then ``titan_validate_config`` only checks.
 * **Build** (active plugins, on every rank, in this fixed order whatever order
   the user listed the plugins in): ``titan_convert_model`` ->
   ``titan_apply_tensor_parallel`` -> ``titan_apply_activation_checkpointing`` ->
@@ -73,7 +74,7 @@ if TYPE_CHECKING:  # torch and typer stay out of import time
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
-PLUGIN_API_VERSION = (1, 3)
+PLUGIN_API_VERSION = (1, 4)
 """(major, minor) of the plugin API: these hooks plus :data:`TRAINER_API`.
 
 The minor number grows when something is added (a hook, an argument, a
@@ -164,6 +165,19 @@ def titan_add_commands(app: typer.Typer) -> None:
 
 
 # --- Validation: active plugins, before launch -------------------------------
+
+
+@hookspec
+def titan_configure(config: JobConfig, active: frozenset[str], layout: LaunchLayout) -> None:
+    """Fill in defaults that depend on the launch, before any check (the configure phase).
+
+    The one phase that may change the config: e.g. the ``tp`` plugin, active with no
+    degree given, sets ``parallelism.tensor_parallel_degree`` to the processes of a node.
+    Runs for every backend before anything is launched, against the job's ``layout``;
+    what it writes is in the config the ranks read (they run it again, and find nothing
+    left to fill in). Add a line to ``config.notes`` saying what was filled in and how to
+    choose otherwise. Raise ``ConfigError`` when no default works.
+    """
 
 
 @hookspec

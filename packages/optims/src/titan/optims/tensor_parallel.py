@@ -63,11 +63,39 @@ def divisibility_problems(args: Any, tp: int, seq_len: int) -> list[str]:
 
 
 @hookimpl
+def titan_configure(config: Any, layout: Any) -> None:
+    """Active with no degree given: take every process not used for replication.
+
+    On several nodes, the processes of one node (TP's all-gathers and
+    reduce-scatters run every layer: they stay on the node's fast links).
+    """
+    from titan.core.errors import ConfigError
+
+    p = config.parallelism
+    if p.tensor_parallel_degree > 1:
+        return
+    world, replicate = layout.world_size, p.data_parallel_replicate_degree
+    if world == 1 or p.data_parallel_shard_degree != -1 or world % replicate:
+        raise ConfigError(
+            f"plugin 'tp' is active but parallelism.tensor_parallel_degree is "
+            f"{p.tensor_parallel_degree}; set it to the number of processes that share "
+            f"each layer, e.g. --parallelism.tensor_parallel_degree=2 with "
+            f"{layout.more_processes(2)}"
+        )
+    per_node = layout.procs_per_node if layout.nodes > 1 else world // replicate
+    p.tensor_parallel_degree = per_node
+    config.notes.append(
+        f"tp: parallelism.tensor_parallel_degree was 1; using {per_node} "
+        f"({'the processes of each node' if layout.nodes > 1 else f'all {world} processes'}; "
+        "set the degree to combine TP with FSDP)"
+    )
+
+
+@hookimpl
 def titan_validate_config(config: Any, model_args: Any) -> None:
     """The degree divides the model's heads, FFN, vocabulary and sequence.
 
-    A degree of 1 with this plugin active is filled in by core before this
-    runs (every process of a node; see ``titan.core.checks``).
+    A degree of 1 with this plugin active was filled in by ``titan_configure``.
     """
     _raise_if_indivisible(model_args, config.parallelism.tensor_parallel_degree, config)
 
