@@ -12,26 +12,12 @@ The hand-computed case checks the plan's terms against figures written out here.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_modules import load_benchmark  # tests/ is on sys.path (tests/conftest.py)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "plan_memory_bench", ROOT / "benchmarks" / "plan_memory.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = load_benchmark("plan_memory")
 Case = bench.Case
 
 CASES = [

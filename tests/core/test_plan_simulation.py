@@ -11,24 +11,9 @@ with ``titan.core.memory_plan.plan_memory`` within 10%.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from benchmark_modules import load_benchmark  # tests/ is on sys.path (tests/conftest.py)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "plan_simulate_bench", ROOT / "benchmarks" / "plan_simulate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = load_benchmark("plan_simulate")
 
 
 def test_plan_within_10_percent_of_fake_8_rank_simulation() -> None:
