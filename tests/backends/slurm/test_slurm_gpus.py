@@ -49,8 +49,12 @@ SEEN = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "SLURM_GPUS
 @hookimpl
 def titan_train_start(trainer):
     record = {name: os.environ.get(name) for name in SEEN}
-    # What init_parallel handed torch.cuda.set_device (with a GPU): titan's binding.
-    record["bound_index"] = trainer.parallel.local_rank
+    # What init_parallel hands torch.cuda.set_device with a GPU: titan's binding, from the
+    # GPUs this process sees.
+    from titan.core.parallel import cuda_index
+
+    visible = len(os.environ["CUDA_VISIBLE_DEVICES"].split(","))
+    record["bound_index"] = cuda_index(trainer.parallel.local_rank, visible)
     record["device"] = str(trainer.parallel.device)
     folder = Path(os.environ["TITAN_TEST_RECORD"])
     (folder / f"rank-{record['RANK']}.json").write_text(json.dumps(record))
@@ -131,7 +135,7 @@ def assert_ranks_bind_slurms_gpus(job: SlurmJob, ranks: int) -> dict[str, list[i
         visible = indices(r["CUDA_VISIBLE_DEVICES"])
         assert visible == allocation[node], (r, allocation)  # Slurm's allocation, as given
         assert indices(r["SLURM_STEP_GPUS"]) == allocation[node], r
-        assert r["bound_index"] == int(r["LOCAL_RANK"]) == int(r["SLURM_LOCALID"]), r
+        assert int(r["LOCAL_RANK"]) == int(r["SLURM_LOCALID"]), r
         assert r["device"] == "cpu", r  # no GPU behind the stand-in devices
         bound.setdefault(node, []).append(visible[r["bound_index"]])
     # Every rank of a node on its own GPU, and every GPU Slurm gave the node used by one rank.

@@ -79,10 +79,29 @@ def init_full_model_on_rank0(setting: bool | str, n_params: int, from_checkpoint
     return not from_checkpoint and n_params <= FULL_INIT_MAX_PARAMS
 
 
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The index, among the ``visible`` GPUs, that the rank with ``local_rank`` computes on.
+
+    Usually each process of a node sees all of the node's GPUs and takes the one of its
+    local rank. A launcher that binds one GPU to each task (Slurm's ``--gpu-bind=single:1``
+    or per-task ``CUDA_VISIBLE_DEVICES``) leaves each process one visible GPU: index 0.
+    """
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise RuntimeError(
+        f"local rank {local_rank} sees {visible} GPU(s) (CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start at most {visible} "
+        "processes per node, or give each process one GPU"
+    )
+
+
 def _device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        index = cuda_index(local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
