@@ -62,6 +62,8 @@ def all_files(*roots: Path) -> list[Path]:
 
 def test_dry_run_prints_the_sbatch_script_offline_and_writes_nothing(empty_dirs):
     cwd, home = empty_dirs
+    # The cluster's shared file system, as this (login) machine sees it; not created by a dry run.
+    shared = cwd.parent / "shared" / "runs" / "8b"
     proc = isolated_titan(
         cwd,
         home,
@@ -78,7 +80,7 @@ def test_dry_run_prints_the_sbatch_script_offline_and_writes_nothing(empty_dirs)
         "--slurm.setup=module load cuda/12.4,source /shared/venv/bin/activate",
         "--slurm.env=NCCL_DEBUG=WARN",
         "--slurm.sbatch=reservation=big",
-        "--job.dump_folder=/shared/runs/8b",
+        f"--job.dump_folder={shared}",
     )
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
@@ -95,7 +97,7 @@ def test_dry_run_prints_the_sbatch_script_offline_and_writes_nothing(empty_dirs)
         "--signal=USR2@300",
         "--requeue",
         "--reservation=big",
-        "--output=/shared/runs/8b/slurm/%j_0_log.out",
+        f"--output={shared}/slurm/%j_0_log.out",
     ):
         assert f"#SBATCH {flag}" in lines, flag
     setup = lines.index("# setup")
@@ -105,13 +107,13 @@ def test_dry_run_prints_the_sbatch_script_offline_and_writes_nothing(empty_dirs)
         "export NCCL_DEBUG=WARN",
     ]
     command = lines[-1]
-    assert command.startswith("srun --unbuffered --output /shared/runs/8b/slurm/%j_%t_log.out")
+    assert command.startswith(f"srun --unbuffered --output {shared}/slurm/%j_%t_log.out")
     assert "--kill-on-bad-exit=1" in command
-    assert command.endswith(f"{sys.executable} -u -m submitit.core._submit /shared/runs/8b/slurm")
+    assert command.endswith(f"{sys.executable} -u -m submitit.core._submit {shared}/slurm")
     assert "checkpointing: turned on by the Slurm backend" in proc.stderr
     assert "would submit 4 node(s) x 8 rank(s)" in proc.stderr
     assert all_files(cwd, home) == []
-    assert not Path("/shared/runs/8b").exists()
+    assert not shared.parent.parent.exists()
 
 
 def test_dry_run_on_cpu_nodes_asks_for_no_gpus(empty_dirs):
