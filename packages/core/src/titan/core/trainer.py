@@ -10,7 +10,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,7 +18,7 @@ from titan.core import faults
 from titan.core.checkpoint import CheckpointManager
 from titan.core.checkpoint_states import ModelState, OptimizerState, RankLocalState
 from titan.core.checks import check_tokenizer, grad_accum_steps, model_args, no_data_parallel_error
-from titan.core.data.loader import build_dataloader
+from titan.core.data.loader import build_dataloader, skip_consumed
 from titan.core.errors import PluginError
 from titan.core.gc_schedule import GarbageCollection
 from titan.core.grad_norm import clip_grad_norm_
@@ -29,14 +29,17 @@ from titan.core.lr_schedule import build_lr_scheduler
 from titan.core.metrics import StepTimer, all_reduce_sum
 from titan.core.nonfinite import NonFiniteGuard
 from titan.core.parallel import ParallelDims, init_parallel
+from titan.core.plugin_states import collect_plugin_states
 from titan.core.step_metrics import LogStepMetrics
 from titan.core.train_state import TrainState
 from titan.core.weight_init import init_weights
 
+if TYPE_CHECKING:
+    from titan.core.config.job import JobConfig
+
 CORE_METRICS = frozenset(
     {"step", "loss", "grad_norm", "lr", "tokens_per_second", "step_time", "memory_gib"}
 )
-_STATEFUL = ("state_dict", "load_state_dict")
 
 
 def _plain(value: torch.Tensor) -> torch.Tensor:
@@ -50,6 +53,42 @@ def _number(value: Any) -> Any:
 
 
 class Trainer:
+    """One rank's training run: the model built through the plugin phases, then the loop.
+
+    Every attribute is declared here, set in ``__init__`` or ``train``; what plugins may
+    use of them is ``hookspecs.TRAINER_API`` (tests/plugin_api/test_trainer_api_use.py).
+    """
+
+    # the plugin API (hookspecs.TRAINER_API)
+    config: JobConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    parallel: ParallelDims
+    device: torch.device
+    dump_folder: Path
+    grad_accum_steps: int
+    tokenizer: Any
+    model_args: Any
+    first_step: int  # the first step this process trained
+    first_loss: float | None  # its loss, once read
+    last_loss: float | None  # the last logged step's loss
+    # internal
+    job: PreparedJob
+    hook: Any  # the active plugins' hook callers
+    loss: LossFunction  # the cross-entropy, as the build hooks wrapped it
+    loss_terms: dict[str, torch.Tensor]  # this step's titan_loss_terms, detached
+    stop_agreement: faults.StopAgreement
+    nonfinite: NonFiniteGuard
+    dataloader: Any
+    train_state: TrainState
+    checkpointer: CheckpointManager
+    fsdp_applied: bool
+    _gc: GarbageCollection
+    _step_values: tuple[torch.Tensor, torch.Tensor]  # this step's loss and grad norm
+    _values_read: bool
+    _first_loss_pending: torch.Tensor | None
+
     def __init__(self, job: PreparedJob) -> None:
         self.job = job
         self.config = c = job.config
@@ -101,7 +140,7 @@ class Trainer:
             ),
             "train_state": self.train_state,
         }
-        # Plugins' states are added in train(), after the resume (see _add_plugin_states).
+        # Plugins' states are added in train(), after the resume (plugin_states.py).
         self.checkpointer = CheckpointManager(
             self.dump_folder / c.checkpoint.folder,
             states,
@@ -257,32 +296,6 @@ class Trainer:
         self.hook.titan_after_optimizer_step(trainer=self, step=step)
         return total, grad_norm
 
-    def _add_plugin_states(self) -> None:
-        """Collect ``titan_checkpoint_state`` after the resume and restore the plugins' state.
-
-        Called after the core states were loaded, so a plugin that builds its
-        state from the model sees the resumed weights; then that state is
-        overwritten by the checkpoint's, if it has one for the plugin.
-        """
-        extra: dict[str, Any] = {}
-        for plugin, returned in self.job.plugins.call_each("titan_checkpoint_state", trainer=self):
-            for name, obj in (returned or {}).items():
-                who = f"plugin '{plugin}'"
-                if name in extra or name in self.checkpointer.states:
-                    raise PluginError(
-                        f"{who} saves checkpoint state under '{name}', which is already taken; "
-                        "rename it in titan_checkpoint_state"
-                    )
-                if not all(callable(getattr(obj, m, None)) for m in _STATEFUL):
-                    raise PluginError(
-                        f"{who} returned {type(obj).__name__} for checkpoint state '{name}', "
-                        "which lacks state_dict()/load_state_dict(); return a Stateful object"
-                    )
-                extra[name] = obj
-        fresh = self.checkpointer.add_states(extra)
-        if fresh:
-            self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
-
     def _read_step_values(self) -> dict[str, float]:
         """Loss (mean over data-parallel ranks) and grad norm of the newest step, as floats.
 
@@ -318,24 +331,6 @@ class Trainer:
         if message and self.parallel.is_main:
             print(message, file=sys.stderr, flush=True)
 
-    def _skip_consumed_data(self, data: Any) -> None:
-        """Resumed with another data-parallel layout: skip this rank's share of the data seen.
-
-        The checkpoint's loader positions belong to the old ranks' shards. Each
-        new rank skips ``samples / new dp degree`` sequences of its own shard, so
-        the run goes on at the same place in the data: exactly when every
-        document is one window long, approximately otherwise (sequences packed
-        across shard boundaries may be seen twice or skipped).
-        """
-        per_rank = self.train_state.samples // self.parallel.dp_degree
-        batches = per_rank // self.config.training.local_batch_size
-        self._tell(
-            f"data-parallel layout changed since the checkpoint: each rank skips {batches} "
-            "batches of its shard to continue where the data left off"
-        )
-        for _ in range(batches):
-            next(data)
-
     def _stop_on_request(self, step: int, signum: int) -> None:
         """All ranks agreed to stop after ``step``: write a complete checkpoint, then raise.
 
@@ -368,13 +363,21 @@ class Trainer:
                 f"resumed from checkpoint {self.checkpointer.loaded_from} (step "
                 f"{self.train_state.step})"
             )
-        self._add_plugin_states()
+        fresh = collect_plugin_states(self.job.plugins, self, self.checkpointer)
+        if fresh:
+            self._tell(f"the checkpoint has no state for {', '.join(fresh)}: starting it fresh")
         if self.parallel.is_main:  # the config is valid and fits the checkpoint: it is the folder's
             promote_config(self.job)
         self.hook.titan_train_start(trainer=self)
         data = iter(self.dataloader)
-        if "dataloader" in self.checkpointer.skipped_states:
-            self._skip_consumed_data(data)
+        if "dataloader" in self.checkpointer.skipped_states:  # another data-parallel layout
+            skipped = skip_consumed(
+                data, self.train_state.samples, self.parallel.dp_degree, c.training.local_batch_size
+            )
+            self._tell(
+                f"data-parallel layout changed since the checkpoint: each rank skips {skipped} "
+                "batches of its shard to continue where the data left off"
+            )
         tokens_per_step = c.training.local_batch_size * c.training.seq_len * self.grad_accum_steps
         timer = StepTimer()
         log_metrics = LogStepMetrics.for_trainer(self)

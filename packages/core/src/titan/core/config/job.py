@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from titan.core.config.aliases import ConfigAlias
 from titan.core.config.eras import detect_era
@@ -24,9 +24,45 @@ from titan.core.config.resolver import Resolver
 from titan.core.config.toml_reader import flatten, read_toml
 from titan.core.errors import ConfigError
 
+if TYPE_CHECKING:
+    from titan.core.config.sections import (
+        CheckpointSection,
+        CommSection,
+        DataSection,
+        JobSection,
+        LaunchSection,
+        LRSchedulerSection,
+        MetricsSection,
+        ModelSection,
+        OptimizerSection,
+        ParallelismSection,
+        PluginsSection,
+        TrainingSection,
+        ValidationSection,
+    )
+
 
 class JobConfig:
-    """Typed sections of one job, plus the plugins its file or aliases switched on."""
+    """Typed sections of one job, plus the plugins its file or aliases switched on.
+
+    titan's own sections are declared below, so a plugin (and an editor or type checker)
+    sees ``config.training`` as a :class:`~titan.core.config.sections.TrainingSection`; a
+    plugin's own section is reached the same way and typed by its dataclass.
+    """
+
+    job: JobSection
+    model: ModelSection
+    optimizer: OptimizerSection
+    lr_scheduler: LRSchedulerSection
+    training: TrainingSection
+    metrics: MetricsSection
+    checkpoint: CheckpointSection
+    parallelism: ParallelismSection
+    comm: CommSection
+    launch: LaunchSection
+    plugins: PluginsSection
+    data: DataSection
+    validation: ValidationSection
 
     def __init__(self, sections: dict[str, Any], requested_plugins: list[str] | None = None):
         self._sections = sections

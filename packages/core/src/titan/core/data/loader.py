@@ -282,3 +282,18 @@ def batches_yielded(state: dict[str, Any]) -> int:
         return int(state["_num_yielded"])
     snapshot = state["_snapshot"]
     return int(snapshot.get("_snapshot_step", 0)) + int(state.get("_steps_since_snapshot", 0))
+
+
+def skip_consumed(data: Any, samples: int, dp_degree: int, local_batch_size: int) -> int:
+    """Resumed with another data-parallel layout: skip this rank's share of the data seen.
+
+    The checkpoint's loader positions belong to the old ranks' shards. Each new rank
+    skips ``samples / new dp degree`` sequences of its own shard, so the run goes on at
+    the same place in the data: exactly when every document is one window long,
+    approximately otherwise (sequences packed across shard boundaries may be seen twice
+    or skipped). Returns the batches skipped.
+    """
+    batches = (samples // dp_degree) // local_batch_size
+    for _ in range(batches):
+        next(data)
+    return batches
