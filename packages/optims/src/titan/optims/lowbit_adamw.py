@@ -30,6 +30,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from titan.core import hookimpl
+from titan.core.builtin.optimizer import adam_arguments
 
 if TYPE_CHECKING:
     import torch
@@ -117,11 +118,4 @@ def titan_build_optimizer(
     # cache and compiles correctly; inductor's own cache still applies. Nothing to do.
     warnings.filterwarnings("ignore", message=".*does not implement _stable_hash_for_caching.*")
     cls = {"AdamW8bit": torchao.optim.AdamW8bit, "AdamW4bit": torchao.optim.AdamW4bit}[o.name]
-    return cls(
-        model.parameters(),
-        lr=o.lr,
-        betas=(o.beta1, o.beta2),
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        block_size=BLOCK_SIZE[o.name],
-    )
+    return cls(model.parameters(), **adam_arguments(config), block_size=BLOCK_SIZE[o.name])

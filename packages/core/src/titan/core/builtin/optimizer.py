@@ -7,7 +7,7 @@ plugin can build another optimizer (``optimizer.name``) or its own AdamW.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from titan.core import hookimpl
 
@@ -45,11 +45,14 @@ def titan_build_optimizer(
     import torch
 
     cls = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}[o.name]
-    return cls(
-        model.parameters(),
-        lr=o.lr,
-        betas=(o.beta1, o.beta2),
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        **IMPLEMENTATIONS[o.implementation],
-    )
+    return cls(model.parameters(), **adam_arguments(config), **IMPLEMENTATIONS[o.implementation])
+
+
+def adam_arguments(config: JobConfig) -> dict[str, Any]:
+    """``[optimizer]``'s settings as the keyword arguments every Adam-family optimizer takes.
+
+    For optimizer plugins that build another Adam (torchao's low-bit ones, say) from the
+    same keys, so ``--optimizer.lr`` and the betas mean the same whichever is built.
+    """
+    o = config.optimizer
+    return {"lr": o.lr, "betas": (o.beta1, o.beta2), "eps": o.eps, "weight_decay": o.weight_decay}
