@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_runs import titan_cli  # tests/ is on sys.path (tests/conftest.py)
 
 from titan.core.testing import folder_snapshot as _snapshot
 from titan.core.testing import titan_in_process as _in_process
@@ -500,21 +501,14 @@ def test_rank_error_is_printed_once_without_torchrun_traceback(
     dump = tmp_path / "ckpt"
     shutil.copytree(workspace / "ckpt", dump)
     before = _snapshot(dump)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "titan.core.cli",
-            "run",
-            "--nproc",
-            "2",
-            *TINY,
-            "--training.steps=3",
-            "--checkpoint.enable_checkpoint",
-            f"--job.dump_folder={dump}",
-        ],
-        capture_output=True,
-        text=True,
+    proc = titan_cli(
+        "run",
+        "--nproc",
+        "2",
+        *TINY,
+        "--training.steps=3",
+        "--checkpoint.enable_checkpoint",
+        f"--job.dump_folder={dump}",
         timeout=600,
         cwd=tmp_path,
         env={**os.environ, "COLUMNS": "200"},

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import imported_by  # tests/ is on sys.path (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 TITAN = [sys.executable, "-m", "titan.core.cli"]
@@ -98,21 +99,8 @@ def test_plugins_list_shows_distribution_version_hooks_state() -> None:
 def test_cli_does_not_import_torch(args: list[str], shown: str) -> None:
     """The commands that only read configs and plugins answer without torch (seconds saved on
     every call); ``shown`` proves the command did its work rather than leave early."""
-    code = (
-        "import sys\n"
-        "from titan.core import cli\n"
-        f"sys.argv = ['titan', *{args!r}]\n"
-        "try:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "heavy = [m for m in ('torch', 'torchao', 'datasets', 'transformers') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+    out, modules = imported_by(*args, env={**os.environ, "COLUMNS": "200"})
+    assert not modules & {"torch", "torchao", "datasets", "transformers"}, sorted(
+        modules & {"torch", "torchao", "datasets", "transformers"}
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "HEAVY []" in result.stdout
-    assert shown in result.stdout, result.stdout
+    assert shown in out, out

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_runs import titan_cli  # tests/ is on sys.path (tests/conftest.py)
 
 # What a library warning looks like: warnings.warn's "file.py:123: SomeWarning: ..." and its
 # source line, torch logging's "[rank0]:W1201 07:28:28.751000 ...", a Python logging record.
@@ -17,23 +17,16 @@ LIBRARY_LINE = re.compile(
 
 def test_two_rank_compile_fp8_tp_run_prints_no_library_warnings(tmp_path: Path) -> None:
     dump = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "titan.core.cli",
-            "run",
-            "--nproc",
-            "2",
-            "--plugins",
-            "compile,fp8,tp",
-            "--training.steps=1",
-            "--training.seq_len=32",
-            "--training.local_batch_size=1",
-            f"--job.dump_folder={dump}",
-        ],
-        capture_output=True,
-        text=True,
+    proc = titan_cli(
+        "run",
+        "--nproc",
+        "2",
+        "--plugins",
+        "compile,fp8,tp",
+        "--training.steps=1",
+        "--training.seq_len=32",
+        "--training.local_batch_size=1",
+        f"--job.dump_folder={dump}",
         timeout=1200,
         cwd=tmp_path,
         env={**os.environ, "COLUMNS": "200"},

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
+from cli_runs import one_line_refusal  # tests/ is on sys.path (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 TITAN = [sys.executable, "-m", "titan.core.cli"]
@@ -29,13 +30,7 @@ def titan(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_refusal(result, *needles)
 
 
 def test_convert_train_export(make_hf_model, tmp_path: Path) -> None:

@@ -19,11 +19,11 @@ import ctypes
 import json
 import os
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+from cli_runs import titan_cli
 from prerequisites import require
 
 CLONE_NEWNET = 0x40000000
@@ -89,14 +89,8 @@ def aws_env(moto_url: str | None, home: Path) -> dict[str, str]:
 def titan(
     *args: str, env: dict[str, str], timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "titan.core.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=cwd,
-    )
+    """``titan ARGS`` in a subprocess with the SageMaker tests' environment (``aws_env``)."""
+    return titan_cli(*args, env=env, timeout=timeout, cwd=cwd)
 
 
 def client(service: str, moto_url: str):

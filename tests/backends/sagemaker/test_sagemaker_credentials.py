@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import one_line_refusal  # noqa: E402
 from sm_helpers import (  # noqa: E402
     BUCKET,
     REGION,
@@ -44,13 +45,7 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def refused(proc, *needles: str) -> str:
     """The one line of a refusal (exit 2, no traceback)."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_refusal(proc, *needles)
 
 
 def launch_refused(moto_url: str, tmp_path: Path, env: dict, *extra: str) -> str:

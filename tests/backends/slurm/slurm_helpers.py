@@ -47,6 +47,7 @@ STEPS = 20
 
 sys.path.insert(0, str(REPO / "tests"))
 import exact_runs as dist  # noqa: E402  (the corpus writer and exact-run settings)
+from cli_runs import titan_cli  # noqa: E402
 from gates import gated_env  # noqa: E402
 
 CLI_KEYS = {"nproc": "launch.nproc_per_node", "nnodes": "launch.nnodes"}
@@ -111,13 +112,7 @@ def titan(
     """``titan ARGS`` in a subprocess, as a user types it (ENV: extra variables)."""
     full_env = dist.titan_env(**(env or {}))
     full_env["COLUMNS"] = "400"  # `titan jobs`: one table row per line
-    return subprocess.run(
-        [sys.executable, "-m", "titan.core.cli", *args],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return titan_cli(*args, env=full_env, timeout=timeout)
 
 
 def job_row(listing: str, job_id: str) -> str:
