@@ -173,8 +173,8 @@ CASES: list[Bad] = [
     Bad(
         "toml-literal-choice",
         run("{in}/o.toml"),
-        ("o.toml", "optimizer.name", "'AdamW'"),
-        {"o.toml": '[optimizer]\nname = "SGD"\n'},
+        ("o.toml", "lr_scheduler.decay_type", "'cosine'"),
+        {"o.toml": '[lr_scheduler]\ndecay_type = "exp"\n'},
     ),
     # --- values ----------------------------------------------------------------------
     Bad("value-steps-zero", run("--training.steps=0"), ("training.steps", "positive")),
@@ -183,7 +183,16 @@ CASES: list[Bad] = [
     Bad("value-seq-len-zero", run("--training.seq_len=0"), ("training.seq_len", "positive")),
     Bad("value-seq-len-too-long", run("--training.seq_len=100000"), ("max_seq_len", "lower")),
     Bad("value-lr-zero", run("--optimizer.lr=0"), ("optimizer.lr", "positive")),
-    Bad("value-optimizer-name", run("--optimizer.name=SGD"), ("optimizer.name", "'Adam'")),
+    Bad(
+        "value-optimizer-name",
+        run("--optimizer.name=Lion"),
+        ("no active plugin builds optimizer 'Lion'", "--optimizer.name=AdamW"),
+    ),
+    Bad(
+        "value-optimizer-plugin-inactive",
+        run("--optimizer.name=SGD"),  # examples/plugins/titan-mirror's sgd, installed, opt-in
+        ("optimizer 'SGD' is built by plugin 'sgd', which is not active", "--plugins sgd"),
+    ),
     Bad("value-warmup-negative", run("--lr_scheduler.warmup_steps=-1"), ("warmup_steps", "0 or")),
     Bad("value-decay-type", run("--lr_scheduler.decay_type=exp"), ("decay_type", "'cosine'")),
     Bad("value-log-freq-zero", run("--metrics.log_freq=0"), ("metrics.log_freq", "positive")),

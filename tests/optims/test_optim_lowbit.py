@@ -243,7 +243,12 @@ LOWBIT = ["--plugins", "lowbit-adamw", "--optimizer.name=AdamW8bit"]
             {"CXX": "/nonexistent/g++"},  # as on a machine without a C++ compiler
             "AdamW8bit compiles its update with torch.compile, which on CPU needs a C++ compiler",
         ),
-        (["--optimizer.name=AdamW8bit"], {}, "no active plugin builds optimizer 'AdamW8bit'"),
+        (
+            ["--optimizer.name=AdamW8bit"],
+            {},
+            "optimizer 'AdamW8bit' is built by plugin 'lowbit-adamw', which is not active; "
+            "add --plugins lowbit-adamw",
+        ),
     ],
 )
 def test_refused_before_launch(args: list[str], env: dict[str, str], message: str) -> None:

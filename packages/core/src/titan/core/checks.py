@@ -142,6 +142,18 @@ def optimizer_state_bytes(job: PreparedJob) -> float:
     name = job.config.optimizer.name
     answer = job.plugins.hook.titan_optimizer_state_bytes(config=job.config)
     if answer is None:
+        inactive = sorted(
+            plugin
+            for plugin, bytes_ in job.plugins.call_each(
+                "titan_optimizer_state_bytes", installed=True, config=job.config
+            )
+            if bytes_ is not None and plugin not in job.plugins.active
+        )
+        if inactive:
+            raise ConfigError(
+                f"optimizer '{name}' is built by plugin '{inactive[0]}', which is not active; "
+                f"add --plugins {inactive[0]}"
+            )
         raise ConfigError(
             f"no active plugin builds optimizer '{name}' (built in: AdamW, Adam); set "
             "--optimizer.name=AdamW, or install and enable (--plugins) the plugin that provides it"

@@ -148,7 +148,9 @@ class PluginHost:
     def module(self, name: str) -> ModuleType:
         return self.pm.get_plugin(name)
 
-    def call_each(self, name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    def call_each(
+        self, name: str, installed: bool = False, **kwargs: Any
+    ) -> Iterator[tuple[str, Any]]:
         """``(plugin, result)``: hook ``name`` called plugin by plugin, in pluggy's order.
 
         A generator: each plugin is called when the caller asks for its answer, so a
@@ -157,9 +159,11 @@ class PluginHost:
         checkpoint-state name taken twice, the plugin that registered a model).
         Each call still goes through pluggy (a hook caller reduced to one
         plugin), so tracing and hook-call monitoring see it like any other.
-        Registration hooks reach every installed plugin, the others active ones.
+        Registration hooks reach every installed plugin, the others active ones, or
+        every installed plugin with ``installed=True`` (to name the inactive plugin that
+        would answer, in an error).
         """
-        caller = getattr(self.hook, name)
+        caller = getattr(self.pm.hook, name) if installed else getattr(self.hook, name)
         for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
             others = [p for p in self.pm.get_plugins() if p is not impl.plugin]
             only = self.pm.subset_hook_caller(name, remove_plugins=others)
