@@ -92,11 +92,8 @@ def test_no_plugin_replaces_a_trainer_attribute() -> None:
     assert not assigned, assigned
 
 
-def test_the_scan_sees_a_private_read() -> None:
+def test_the_scan_sees_a_private_read(tmp_path: Path) -> None:
     source = "def titan_train_end(trainer):\n    t = trainer\n    return t.checkpointer.folder\n"
-    path = ROOT / "tests" / "plugin_api" / "_probe_source.py"
-    try:
-        path.write_text(source)
-        assert trainer_reads(path) == [(3, "checkpointer")]
-    finally:
-        path.unlink()
+    path = tmp_path / "plugin.py"
+    path.write_text(source)
+    assert trainer_reads(path) == [(3, "checkpointer")]
