@@ -229,8 +229,12 @@ def hook_problems(module: ModuleType) -> list[str]:
             continue
         marked = hasattr(fn, _IMPL_MARK)
         if attr not in specs:
-            close = difflib.get_close_matches(attr, list(specs), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            # Compared without the shared "titan_" prefix, which alone would make any two
+            # names look alike (titan_on_lunch_break ~ titan_configure).
+            prefix = f"{PROJECT_NAME}_"
+            stems = {spec.removeprefix(prefix): spec for spec in specs}
+            close = difflib.get_close_matches(attr.removeprefix(prefix), list(stems), n=1)
+            hint = f" (did you mean {stems[close[0]]}?)" if close else ""
             problems.append(f"{attr} is not a titan hook{hint}")
         elif not marked:
             problems.append(
