@@ -141,9 +141,11 @@ def test_installed_third_party_package(tmp_path: Path, monkeypatch: pytest.Monke
 
     # Training in this process (the imports are already paid for) with the package on sys.path.
     from titan.core.launch import prepare_job
+    from titan.core.plugins import forget_discovered_plugins
     from titan.core.train import run_training
 
     monkeypatch.syspath_prepend(str(site))
+    forget_discovered_plugins()  # plugins are discovered once per process: scan again
     out = tmp_path / "run"
     overrides = {
         "model.name": "nano",
@@ -153,7 +155,10 @@ def test_installed_third_party_package(tmp_path: Path, monkeypatch: pytest.Monke
         "training.local_batch_size": "2",
         "job.dump_folder": str(out),
     }
-    job = prepare_job(None, overrides=list(overrides.items()))
-    assert "nano" in job.plugins.active
-    assert run_training(job)["steps"] == 1
+    try:
+        job = prepare_job(None, overrides=list(overrides.items()))
+        assert "nano" in job.plugins.active
+        assert run_training(job)["steps"] == 1
+    finally:
+        forget_discovered_plugins()  # the package leaves sys.path: later tests must not see it
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
