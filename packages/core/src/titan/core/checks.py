@@ -58,11 +58,11 @@ def check_job(job: PreparedJob, layout: LaunchLayout) -> None:
     job.plugins.hook.titan_validate_config(
         config=c, active=job.plugins.active, layout=layout, model_args=args
     )
-    optimizer_state_bytes(job)  # an active plugin builds optimizer.name
+    optimizer_bytes = optimizer_state_bytes(job)  # an active plugin builds optimizer.name
     job.layout = layout
     # Last, so that every other mistake is found first (a plan of a job that cannot start
     # means nothing; `titan plan` still plans one that only does not fit: DoesNotFit).
-    _check_state_memory(job, args, layout, dp_rep, dp_shard, tp)
+    _check_state_memory(job, args, layout, dp_rep, dp_shard, tp, optimizer_bytes)
     if layout.device.memory_bytes and _transformer_shapes(args):  # (see plannable)
         from titan.core.memory_plan import check_peak_memory
 
@@ -162,7 +162,13 @@ def optimizer_state_bytes(job: PreparedJob) -> float:
 
 
 def _check_state_memory(
-    job: PreparedJob, args: Any, layout: LaunchLayout, dp_rep: int, dp_shard: int, tp: int
+    job: PreparedJob,
+    args: Any,
+    layout: LaunchLayout,
+    dp_rep: int,
+    dp_shard: int,
+    tp: int,
+    optimizer_bytes: float,
 ) -> None:
     """Weights, gradients and optimizer state per device against the device's memory."""
     memory = layout.device.memory_bytes
@@ -176,7 +182,7 @@ def _check_state_memory(
         return  # counting would build the model on meta (torch): the ranks find out instead
     n = count_parameters(family, args)
     shards = dp_shard * tp
-    state = state_memory(n, shards, optimizer_state_bytes(job))
+    state = state_memory(n, shards, optimizer_bytes)
     what = (
         f"{c.model.name}/{c.model.flavor} ({n / 1e9:.2f}B parameters) with {c.optimizer.name} "
         f"needs {state.bytes_per_parameter} bytes per parameter (float32 weights, gradients "
@@ -191,14 +197,16 @@ def _check_state_memory(
                 f"{what}, of {device}: little is left for activations (ac, tp or more nodes help)"
             )
         return
-    fix = _fits_with(job, n, layout, dp_rep, shards)
+    fix = _fits_with(job, n, layout, dp_rep, shards, optimizer_bytes)
     raise DoesNotFit(f"model state does not fit: {what}, but {device}; {fix}")
 
 
-def _fits_with(job: PreparedJob, n: int, layout: LaunchLayout, dp_rep: int, shards: int) -> str:
+def _fits_with(
+    job: PreparedJob, n: int, layout: LaunchLayout, dp_rep: int, shards: int, optimizer_bytes: float
+) -> str:
     """The smallest change that makes the state fit: shard instead of replicate, or more nodes."""
     memory = layout.device.memory_bytes or 1
-    need = shards_needed(n, memory, optimizer_state_bytes(job))
+    need = shards_needed(n, memory, optimizer_bytes)
     if dp_rep > 1 and shards * dp_rep >= need:
         return (
             f"shard over all {shards * dp_rep} processes instead of replicating "
