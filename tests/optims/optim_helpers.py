@@ -61,9 +61,13 @@ def rank_env() -> dict[str, str]:
 
 
 def run_probe(
-    tmp_path: Path, nproc: int, scenarios: dict[str, dict[str, Any]], timeout: float = 500
+    tmp_path: Path,
+    nproc: int,
+    scenarios: dict[str, dict[str, Any]],
+    timeout: float = 500,
+    probe: Path = PROBE,
 ) -> dict[str, Any]:
-    """Run ``optim_probe.py`` on ``nproc`` ranks (torchrun); returns rank 0's findings per scenario.
+    """Run ``probe`` (``optim_probe.py``) on ``nproc`` ranks (torchrun); rank 0's findings per scenario.
 
     ``scenarios``: name -> {"plugins": [...], "overrides": [[key, value], ...]}; the
     returned dict also holds the ranks' stderr under ``"_log"``.
@@ -77,7 +81,7 @@ def run_probe(
         "torch.distributed.run",
         f"--nproc-per-node={nproc}",
         "--standalone",
-        str(PROBE),
+        str(probe),
         str(spec),
         str(out),
         str(tmp_path),

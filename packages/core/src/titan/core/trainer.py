@@ -169,6 +169,7 @@ class Trainer:
         self.hook.titan_apply_activation_checkpointing(**kwargs)
         self.hook.titan_apply_compile(**kwargs)
         self.hook.titan_apply_data_parallel(**kwargs)
+        self.loss.refuse_logit_readers(self.hook)
         self._check_data_parallel(model)
         self._init_weights(model)
         model.train()

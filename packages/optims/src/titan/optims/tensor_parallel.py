@@ -232,17 +232,27 @@ def titan_apply_tensor_parallel(model: Any, config: Any, parallel: Any, loss: An
         _raise_if_indivisible(args, parallel.tp, config)
     tp_mesh = parallel.mesh["tp"]
     loss_parallel = config.tp.loss_parallel
+    if getattr(getattr(model, "output", None), "returns_hidden_states", False):
+        # The output layer makes no logits (chunked-loss computes them in the loss, one
+        # vocabulary slice per rank): its weight is still split over the vocabulary, and
+        # the hidden states it passes on stay a replicated DTensor, whose gradient may
+        # come back as a partial sum (one per vocabulary slice) to be reduce-scattered.
+        output = ColwiseParallel(
+            input_layouts=Shard(1), output_layouts=Replicate(), use_local_output=False
+        )
+    else:
+        output = ColwiseParallel(
+            input_layouts=Shard(1),
+            output_layouts=Shard(-1) if loss_parallel else Replicate(),
+            use_local_output=not loss_parallel,
+        )
     parallelize_module(
         model,
         tp_mesh,
         {
             "tok_embeddings": embedding_style()(input_layouts=Replicate(), output_layouts=Shard(1)),
             "norm": SequenceParallel(),
-            "output": ColwiseParallel(
-                input_layouts=Shard(1),
-                output_layouts=Shard(-1) if loss_parallel else Replicate(),
-                use_local_output=not loss_parallel,
-            ),
+            "output": output,
         },
     )
     blocks = transformer_blocks(model)
