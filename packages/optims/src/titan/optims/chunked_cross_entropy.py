@@ -133,21 +133,23 @@ class LinearCrossEntropy(torch.autograd.Function):
             index = torch.where(mine, y, 0).unsqueeze(1)
             logits = (h @ w.T).float()
             target = torch.where(mine, logits.gather(1, index).squeeze(1), 0.0)
-            peak = logits.amax(1)
+            lse = torch.logsumexp(logits, 1)  # one fused pass (of this rank's slice under TP)
             if group is not None:
+                peak = lse.clone()
                 dist.all_reduce(peak, dist.ReduceOp.MAX, group=group)
-                dist.all_reduce(target, group=group)
-            exp = logits.sub_(peak.unsqueeze(1)).exp_()
-            sums = exp.sum(1)
-            if group is not None:
+                sums = (lse - peak).exp_()
                 dist.all_reduce(sums, group=group)
-            total = total + torch.where(ok, peak + sums.log() - target, 0.0).sum()
+                lse = peak + sums.log_()
+                dist.all_reduce(target, group=group)
+            total = total + torch.where(ok, lse - target, 0.0).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
-            # d loss / d logits = (softmax - onehot) / count, zero for ignored tokens
-            probs = exp.div_(sums.unsqueeze(1))
-            probs.scatter_add_(1, index, -mine.float().unsqueeze(1))
-            probs.mul_((ok.float() / count).unsqueeze(1))
+            # d loss / d logits = (softmax - onehot) * ok / count. The scale goes into the
+            # exponent (exp(x - lse + log scale)), so the scaled softmax takes two in-place
+            # passes over the chunk's logits; an ignored token's shift is +inf, its row 0.
+            scale = ok.float() / count
+            probs = logits.sub_((lse - scale.log()).unsqueeze(1)).exp_()
+            probs.scatter_add_(1, index, -(scale * mine).unsqueeze(1))
             g = probs.to(dtype)
             if grad_hidden is not None:
                 torch.mm(g, w, out=grad_hidden[start : start + chunk])
