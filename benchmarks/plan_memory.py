@@ -34,6 +34,19 @@ from typing import Any
 
 SHAPES: dict[str, dict[str, Any] | None] = {
     "debug": None,  # the registered llama3/debug flavor
+    # Llama 3 8B's width and vocabulary cut to 2 blocks (benchmarks/head_memory.py): the
+    # output projection then makes the step's largest activation, as in the full model.
+    "8B-2L": {
+        "dim": 4096,
+        "n_layers": 2,
+        "n_heads": 32,
+        "n_kv_heads": 8,
+        "vocab_size": 128256,
+        "multiple_of": 1024,
+        "ffn_dim_multiplier": 1.3,
+        "rope_theta": 500000.0,
+        "max_seq_len": 8192,
+    },
     "wide": {
         "dim": 512,
         "n_layers": 4,

@@ -152,6 +152,33 @@ def plan(case: SimCase, folder: Path, device: str = "cpu") -> Any:
 # --- one simulation (a worker process) -------------------------------------------
 
 
+def peak_by_kind(tracker: Any) -> dict[str, int]:
+    """A memory tracker's peak, summed over devices, by kind ("Activation", ..., "Total")."""
+    by_kind: dict[str, int] = {}
+    for per_device in tracker.get_tracker_snapshot("peak").values():
+        for kind, value in per_device.items():
+            name = str(getattr(kind, "value", kind))
+            by_kind[name] = by_kind.get(name, 0) + value
+    return by_kind
+
+
+def materialise_unsharded(model: Any, device: Any) -> None:
+    """``model.to_empty(device)`` for a model that no FSDP or TP wrapped, under fake mode.
+
+    Parameters are replaced, not swapped: fake mode's tensor converter keeps a weak
+    reference to each meta parameter, which makes ``to_empty``'s ``swap_tensors`` refuse
+    it ("Couldn't swap Embedding.weight"); DTensor parameters are swapped without trouble.
+    """
+    import torch
+
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            fresh = torch.empty_like(p, device=device)
+            module._parameters[name] = torch.nn.Parameter(fresh, p.requires_grad)
+        for name, b in list(module.named_buffers(recurse=False)):
+            module._buffers[name] = torch.empty_like(b, device=device)
+
+
 def simulate(case: SimCase, folder: Path) -> dict[str, Any]:
     """Rank 0 of a fake ``ranks``-process world: one tracked step of titan's trainer, faked.
 
@@ -198,7 +225,10 @@ def simulate(case: SimCase, folder: Path) -> dict[str, Any]:
 
         def _init_weights(self, model: torch.nn.Module) -> None:
             """Materialise only: fake tensors have no values for ``trunc_normal_`` to check."""
-            model.to_empty(device=self.device)
+            if getattr(self, "fsdp_applied", False) or self.parallel.world_size > 1:
+                model.to_empty(device=self.device)
+            else:
+                materialise_unsharded(model, self.device)
 
     os.environ.update(WORLD_SIZE=str(case.ranks), RANK="0", LOCAL_RANK="0")
     dist.init_process_group("fake", rank=0, world_size=case.ranks, store=FakeStore())
@@ -222,12 +252,7 @@ def simulate(case: SimCase, folder: Path) -> dict[str, Any]:
         tracked = batch()
         with tracker:
             trainer.train_step([tracked])
-        peak = tracker.get_tracker_snapshot("peak")
-    by_kind: dict[str, int] = {}
-    for per_device in peak.values():
-        for kind, value in per_device.items():
-            name = str(getattr(kind, "value", kind))
-            by_kind[name] = by_kind.get(name, 0) + value
+        by_kind = peak_by_kind(tracker)
     device = trainer.device.type
     dist.destroy_process_group()
     return {

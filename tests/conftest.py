@@ -6,14 +6,19 @@ in the root conftest.py (pytest reads ``pytest_plugins`` there, not here).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# Job records (`titan jobs`) of test runs go to a throw-away folder, never ~/.titan.
-os.environ.setdefault("TITAN_HOME", tempfile.mkdtemp(prefix="titan-home-"))
+# Job records (`titan jobs`) of test runs go to a throw-away folder, never ~/.titan,
+# removed when the test session's process exits.
+if "TITAN_HOME" not in os.environ:
+    os.environ["TITAN_HOME"] = tempfile.mkdtemp(prefix="titan-home-")
+    atexit.register(shutil.rmtree, os.environ["TITAN_HOME"], True)
 # `titan jobs` gives each backend 5 s by default; a loaded 2-core CI machine needs more.
 os.environ.setdefault("TITAN_JOBS_TIMEOUT_S", "60")
 
