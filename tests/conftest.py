@@ -15,9 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Job records (`titan jobs`) of test runs go to a throw-away folder, never ~/.titan,
-# removed when the test session's process exits.
-if "TITAN_HOME" not in os.environ:
+# removed when the test process exits: one per process, so that pytest-xdist's workers
+# (which inherit the environment of the process that starts them) never see each other's.
+if "TITAN_HOME" not in os.environ or os.environ.get("TITAN_TEST_OWN_HOME"):
     os.environ["TITAN_HOME"] = tempfile.mkdtemp(prefix="titan-home-")
+    os.environ["TITAN_TEST_OWN_HOME"] = "1"
     atexit.register(shutil.rmtree, os.environ["TITAN_HOME"], True)
 # `titan jobs` gives each backend 5 s by default; a loaded 2-core CI machine needs more.
 os.environ.setdefault("TITAN_JOBS_TIMEOUT_S", "60")
@@ -125,8 +127,38 @@ from prerequisites import summary_lines  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = summary_lines()
+    stats = terminalreporter.stats
+    lines = summary_lines([*stats.get("failed", []), *stats.get("error", [])])
     if lines:
         terminalreporter.section("missing prerequisites")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# --- pytest-xdist: whole files to a worker, the Slurm tests all in one ---
+
+SHARED_FIXTURE_FOLDERS = ("tests/backends/slurm/",)
+"""Folders whose tests share session fixtures that must exist once per test run: the Slurm
+tests share one cluster and the jobs submitted to it at once (tests/backends/slurm/conftest.py);
+in two workers there would be two clusters on the same ports."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` (pyproject.toml), with each of :data:`SHARED_FIXTURE_FOLDERS` one unit.
+
+    Whole files, because most files build module fixtures (a trained run, a moto server) that
+    a split would build twice; ``--dist loadgroup`` with ``xdist_group`` marks was tried and
+    still split files (docs/development.md).
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileOrFolderScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            folder = next((f for f in SHARED_FIXTURE_FOLDERS if path.startswith(f)), None)
+            return folder or path
+
+    return LoadFileOrFolderScheduling(config, log)

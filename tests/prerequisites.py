@@ -6,6 +6,10 @@ install it with apt-get), the SageMaker container tests network namespaces
 need it fail with one line naming it and what provides it (``require``), never with a long
 error from deep inside a fixture; the end of the run lists each missing part once
 (``pytest_terminal_summary`` in tests/conftest.py), and the rest of the suite runs as usual.
+
+The summary is read from the test reports, not from a record kept in this module: with
+pytest-xdist the tests run in worker processes, and only their reports reach the process
+that prints the summary.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from typing import NoReturn
 
 import pytest
 
-#: name of the missing part -> the one line that says what it is and what provides it
-MISSING: dict[str, str] = {}
+PREFIX = "missing prerequisite: "
 
 
 def require(name: str, line: str) -> NoReturn:
-    """Fail the calling test (or fixture) with ``line``, and remember it for the summary."""
-    MISSING[name] = line
-    pytest.fail(f"missing prerequisite: {line}", pytrace=False)
+    """Fail the calling test (or fixture) with one line naming the missing part ``name``."""
+    pytest.fail(f"{PREFIX}{line}", pytrace=False)
 
 
-def summary_lines() -> list[str]:
-    """One line per missing prerequisite, in the order they were first met."""
-    return [f"missing prerequisite: {line}" for line in MISSING.values()]
+def summary_lines(reports: list[pytest.TestReport]) -> list[str]:
+    """One line per missing prerequisite among the failed ``reports``, in the order first met.
+
+    ``require`` fails without a traceback, so such a report's text is the line itself.
+    """
+    lines = (report.longreprtext.strip() for report in reports)
+    return list(dict.fromkeys(line for line in lines if line.startswith(PREFIX)))
