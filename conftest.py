@@ -23,3 +23,10 @@ pytest_plugins = ["titan.core.testing"]
 # torch, which reads them once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# No terminal size from outside. pytest-xdist's workers start with COLUMNS=80 and LINES=24
+# set, and rich fixes a console's width for good when it is created with COLUMNS set: the
+# tests that widen titan's tables (`COLUMNS` in a test's own environment, read when the table
+# is drawn) would then see them cut at 80 columns in a worker, and not in a serial run.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)

@@ -29,7 +29,8 @@ def require(name: str, line: str) -> NoReturn:
 def summary_lines(reports: list[pytest.TestReport]) -> list[str]:
     """One line per missing prerequisite among the failed ``reports``, in the order first met.
 
-    ``require`` fails without a traceback, so such a report's text is the line itself.
+    ``require`` fails without a traceback, so the line is one line of the report's text
+    (pytest-xdist puts a line naming the worker above it).
     """
-    lines = (report.longreprtext.strip() for report in reports)
+    lines = (line for report in reports for line in report.longreprtext.splitlines())
     return list(dict.fromkeys(line for line in lines if line.startswith(PREFIX)))

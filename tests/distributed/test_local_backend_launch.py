@@ -146,6 +146,21 @@ def test_the_rank_with_the_error_is_named_not_the_rank_the_agent_stopped(tmp_pat
         "rank 0 error: checkpoint step-2 is damaged (1 other rank(s) failed after it); "
         "all ranks were stopped",
     )
+    # Both ranks reported the error; the one that reported first was then terminated by the
+    # agent before it could exit (seen on a loaded 2-core machine): its report names the
+    # cause, and the job exits with the error's code, not as killed.
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "rank1-late.json"))
+    write_error_file("checkpoint step-2 is damaged", "user", 2)
+    late = ProcessFailure(1, 101, 2, str(tmp_path / "rank1-late.json"))
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    write_error_file("checkpoint step-2 is damaged", "user", 2)  # rank 0's, earlier: the cause
+    early = ProcessFailure(0, 100, -signal.SIGTERM, str(error_file))
+    early.error_file_data["message"]["extraInfo"]["titan_time"] -= 1.0
+    assert summarize({1: late, 0: early}) == (
+        2,
+        "rank 0 error: checkpoint step-2 is damaged (1 other rank(s) failed after it); "
+        "all ranks were stopped",
+    )
     # A rank killed by a signal the agent does not send stays a root cause.
     crashed = ProcessFailure(1, 101, -signal.SIGSEGV, str(tmp_path / "rank1.json"))
     crashed.timestamp = stopped.timestamp

@@ -55,18 +55,22 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "bug", f"{type(exc).__name__}: {_first_line(exc)}"
 
 
-def write_error_file(message: str, kind: str) -> None:
-    """The record torchrun's ``ProcessFailure`` reads (and titan's wrapper reads in full)."""
+def write_error_file(message: str, kind: str, exit_code: int | None = None) -> None:
+    """The record torchrun's ``ProcessFailure`` reads (and titan's wrapper reads in full).
+
+    ``exit_code`` is the one the rank is about to exit with: on a loaded machine the agent
+    may terminate the rank (SIGTERM) between this record and its exit, having seen another
+    rank fail, and the job must still exit with the code of the error (without it, the
+    launcher takes the rank's own exit code).
+    """
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
         return
     now = time.time()
-    data = {
-        "message": {
-            "message": message,
-            "extraInfo": {"timestamp": str(int(now)), "titan_time": now, "titan_kind": kind},
-        }
-    }
+    info: dict[str, object] = {"timestamp": str(int(now)), "titan_time": now, "titan_kind": kind}
+    if exit_code is not None:
+        info["titan_exit_code"] = exit_code
+    data = {"message": {"message": message, "extraInfo": info}}
     try:
         with open(path, "w") as f:
             json.dump(data, f)
@@ -84,7 +88,7 @@ def report_error(exc: BaseException, exit_code: int) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if kind == "bug":
         traceback.print_exception(exc, file=sys.stderr)
-    write_error_file(message, kind)
+    write_error_file(message, kind, exit_code)
     if os.environ.get(LAUNCHER_REPORTS) != "1":
         prefix = f"rank {rank}: " if world > 1 else ""
         print(f"{prefix}error: {message}", file=sys.stderr, flush=True)

@@ -280,7 +280,9 @@ class TitanRunner:
         env = dict(os.environ)
         # Quiet, bounded CPU runs; one thread per rank (the local backend keeps that).
         env.setdefault("OMP_NUM_THREADS", "1")
-        env.update(PYTHONUNBUFFERED="1", COLUMNS=env.get("COLUMNS", "200"))
+        # Tables 200 columns wide, whatever the terminal or test runner says (pytest-xdist's
+        # workers have COLUMNS=80), so a row is one line; `env["COLUMNS"]` sets another width.
+        env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
         env.pop(_WARNED_ENV, None)
         if self.site.is_dir():
             env["PYTHONPATH"] = pythonpath_with(self.site, env)

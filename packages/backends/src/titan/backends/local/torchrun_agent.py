@@ -104,14 +104,17 @@ def summarize(failures: dict[int, Any]) -> tuple[int, str]:
         return EXIT_STOPPED_RESUMABLE, ""
     ranked = sorted(failures.items(), key=lambda item: _root_cause_order(item[1]))
     rank, root = ranked[0]
-    if root.exitcode < 0:
+    report = _report(root)
+    kind = _kind_and_time(root)[0]
+    if kind not in ("signal", "exit"):  # it said why, even if the agent then stopped it
+        what = f"error: {report.get('message', root.message)}"
+        code = int(report.get("extraInfo", {}).get("titan_exit_code", root.exitcode))
+        code = code if code > 0 else 1
+    elif root.exitcode < 0:
         what = f"killed by {signal_name(-root.exitcode)}"
         code = 1
-    elif _kind_and_time(root)[0] == "exit":
-        what = f"exited with code {root.exitcode} and no error message (see its output above)"
-        code = root.exitcode
     else:
-        what = f"error: {_report(root).get('message', root.message)}"
+        what = f"exited with code {root.exitcode} and no error message (see its output above)"
         code = root.exitcode
     others = len(failures) - 1
     tail = f" ({others} other rank(s) failed after it)" if others else ""
