@@ -21,8 +21,8 @@ import pytest
 PREFIX = "missing prerequisite: "
 
 
-def require(name: str, line: str) -> NoReturn:
-    """Fail the calling test (or fixture) with one line naming the missing part ``name``."""
+def require(line: str) -> NoReturn:
+    """Fail the calling test (or fixture) with ``line``: the missing part and what provides it."""
     pytest.fail(f"{PREFIX}{line}", pytrace=False)
 
 

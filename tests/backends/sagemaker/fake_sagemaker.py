@@ -137,7 +137,6 @@ def namespaces() -> list[str]:
     probe = subprocess.run([*base, "-r", "true"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         require(
-            "user namespaces",
             "user namespaces (the fake SageMaker hosts): run as root, or allow unprivileged "
             "user namespaces (sysctl kernel.unprivileged_userns_clone=1 and a non-zero "
             f"user.max_user_namespaces) so `unshare -r -m -u -p -f` works "
@@ -157,7 +156,6 @@ def start(
         OPT_ML.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         require(
-            "/opt/ml",
             "/opt/ml (the fake SageMaker hosts' mount point): run as root, "
             "or create it once as root (mkdir /opt/ml)",
         )

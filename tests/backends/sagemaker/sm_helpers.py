@@ -55,7 +55,7 @@ def loopback_only() -> Iterator[None]:
     old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         if libc.unshare(CLONE_NEWNET) != 0:
-            require("network namespaces", NETNS_LINE.format(errno=ctypes.get_errno()))
+            require(NETNS_LINE.format(errno=ctypes.get_errno()))
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         yield
     finally:

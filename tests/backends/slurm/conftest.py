@@ -54,7 +54,7 @@ def require_slurm_installed() -> None:
     user can run the cluster once they are installed)."""
     line = missing_slurm(CLUSTER_COMMANDS)
     if line and os.geteuid() != 0:
-        require("slurm", line)
+        require(line)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,6 @@ def network_namespace() -> list[str]:
     probe = subprocess.run([*cmd, "true"], capture_output=True, text=True)
     if probe.returncode:
         require(
-            "netns",
             f"network namespaces ({' '.join(cmd)}: {probe.stderr.strip()}): run the tests as "
             "root, or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
         )

@@ -88,7 +88,7 @@ def test_no_slurm_configuration_is_one_line_before_anything_is_written(tmp_path,
     cannot be without one: the case does not exist there, so the test is skipped.
     """
     if line := missing_slurm(("sbatch",)):
-        require("slurm", line)
+        require(line)
     if Path("/etc/slurm/slurm.conf").exists():
         pytest.skip("this machine's Slurm has a default slurm.conf: it always has a configuration")
     dump = tmp_path / "run"
